@@ -1,0 +1,50 @@
+"""pai: pruning-at-initialization methods compared against iterative magnitude pruning.
+
+The public API is re-exported here; submodules are imported on first use so that
+`pai --help` and plugin discovery stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # errors
+    "PaiError": "pai.errors",
+    "DataNotFoundError": "pai.errors",
+    # durations
+    "Step": "pai.steps",
+    # datasets and models
+    "DatasetSpec": "pai.datasets",
+    "dataset_spec": "pai.datasets",
+    "load_dataset": "pai.data",
+    "build_model": "pai.models",
+    "available_models": "pai.models",
+    "model_input_shape": "pai.models",
+    # masks
+    "Masks": "pai.masks",
+    "keep_topk": "pai.masks",
+    "kept_count": "pai.masks",
+    "prunable_parameters": "pai.masks",
+    # training
+    "TrainConfig": "pai.training",
+    "train": "pai.training",
+    "evaluate": "pai.training",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pai' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

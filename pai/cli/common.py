@@ -1,0 +1,89 @@
+"""Arguments and parsers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from pai.errors import PaiError
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    """`--data-root DIR` (else $PAI_DATA_ROOT, else the per-user cache)."""
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="where datasets are looked for (default: $PAI_DATA_ROOT, else ~/.cache/pai/data)",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """`--device` (default: cuda when available, else cpu)."""
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device to use: the one named, else CUDA when available, else CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PaiError(f"unknown device {name!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PaiError(f"device {name!r} asked for, but CUDA is not available here; use 'cpu'")
+    return device
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def compression(text: str) -> float:
+    """argparse type: a compression ratio >= 1 (10 means 90% of weights pruned)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"compression {text!r} must be a finite number >= 1")
+    return value
+
+
+def comma_list(choices: tuple[str, ...] | None = None):
+    """argparse type: a comma-separated list, each item checked against `choices` if given."""
+
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
+        if choices is not None:
+            bad = [item for item in items if item not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(
+                    f"unknown value(s) {', '.join(bad)}; choose from: {', '.join(choices)}"
+                )
+        return items
+
+    return parse

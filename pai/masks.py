@@ -1,0 +1,228 @@
+"""Pruning masks: which weights are kept, and the keep-top-k rule every method shares.
+
+A mask maps a parameter name (as in `model.named_parameters()`) to a bool tensor of that
+parameter's shape; True means kept. Compression = prunable weights / kept weights (10 means 90%
+pruned) and density = 1 / compression, as in Blalock et al. (2020).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
+
+from pai.atomic import atomic_torch_save
+from pai.errors import PaiError
+
+Scope = Literal["global", "layerwise"]
+SCOPES: tuple[str, ...] = ("global", "layerwise")
+
+
+def prunable_parameters(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, nn.Parameter]:
+    """The weight of every Conv and Linear layer, classifier included, by parameter name.
+
+    Biases and normalization parameters are never prunable. `exclude` names layers (module
+    names, e.g. ``"fc3"``) to leave dense.
+    """
+    found: dict[str, nn.Parameter] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and module_name not in exclude:
+            found[f"{module_name}.weight" if module_name else "weight"] = module.weight
+    unknown = set(exclude) - {name for name, _ in model.named_modules()}
+    if unknown:
+        raise PaiError(f"cannot exclude unknown layer(s) {sorted(unknown)}; the model has no such module")
+    return found
+
+
+def kept_count(total: int, compression: float) -> int:
+    """How many of `total` weights a compression keeps: floor(total / compression + 1/2), >= 1."""
+    if not math.isfinite(compression) or compression < 1:
+        raise PaiError(f"compression must be a finite number >= 1, got {compression!r}")
+    if compression > total:
+        raise PaiError(
+            f"compression {compression:g} is above the number of prunable weights ({total}); "
+            f"allowed: 1 to {total}"
+        )
+    return max(1, math.floor(total / compression + 0.5))
+
+
+class Masks(Mapping[str, Tensor]):
+    """An immutable mapping from parameter name to a bool keep-mask of the parameter's shape."""
+
+    def __init__(self, masks: Mapping[str, Tensor]):
+        for name, mask in masks.items():
+            if mask.dtype != torch.bool:
+                raise PaiError(f"mask {name!r} has dtype {mask.dtype}; masks must be torch.bool")
+        self._masks = dict(masks)
+
+    @classmethod
+    def dense(cls, model: nn.Module, exclude: tuple[str, ...] = ()) -> Masks:
+        """Every prunable weight kept."""
+        return cls(
+            {
+                name: torch.ones_like(p, dtype=torch.bool)
+                for name, p in prunable_parameters(model, exclude).items()
+            }
+        )
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"Masks({len(self)} layers, kept {self.kept}/{self.total}, compression {self.compression:.4g})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping) or set(self) != set(other):
+            return False
+        return all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def total(self) -> int:
+        """Number of prunable weights."""
+        return sum(m.numel() for m in self._masks.values())
+
+    @property
+    def kept(self) -> int:
+        """Number of weights kept."""
+        return sum(int(m.sum()) for m in self._masks.values())
+
+    @property
+    def density(self) -> float:
+        """Kept / prunable weights."""
+        return self.kept / self.total
+
+    @property
+    def compression(self) -> float:
+        """Prunable / kept weights (inf when nothing is kept)."""
+        kept = self.kept
+        return self.total / kept if kept else math.inf
+
+    def layer_kept(self) -> dict[str, int]:
+        """Kept weights per layer."""
+        return {name: int(m.sum()) for name, m in self._masks.items()}
+
+    def layer_density(self) -> dict[str, float]:
+        """Kept / total weights per layer."""
+        return {name: int(m.sum()) / m.numel() for name, m in self._masks.items()}
+
+    def to(self, device: torch.device | str) -> Masks:
+        """The same masks on another device."""
+        return Masks({name: m.to(device) for name, m in self._masks.items()})
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise unless every mask names a parameter of `model` with the mask's shape."""
+        params = dict(model.named_parameters())
+        for name, mask in self._masks.items():
+            if name not in params:
+                raise PaiError(f"mask names parameter {name!r}, which the model does not have")
+            if params[name].shape != mask.shape:
+                raise PaiError(
+                    f"mask {name!r} has shape {tuple(mask.shape)}, "
+                    f"the parameter has {tuple(params[name].shape)}"
+                )
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Zero the pruned weights of `model` in place."""
+        params = dict(model.named_parameters())
+        for name, mask in self._masks.items():
+            p = params[name]
+            p.mul_(mask.to(device=p.device, dtype=p.dtype))
+
+    def save(self, path: str | Path) -> None:
+        """Write a plain {name: bool tensor} dict with `torch.save`, atomically."""
+        atomic_torch_save({n: m.detach().cpu() for n, m in self._masks.items()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Masks:
+        """Read a mask file written by `save` (tensors only: `weights_only=True`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise PaiError(f"mask file {str(path)!r} does not exist")
+        data = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
+            raise PaiError(f"{str(path)!r} is not a mask file: expected a dict of bool tensors")
+        return cls(data)
+
+    def to_torch_prune(self, model: nn.Module) -> nn.Module:
+        """Attach the masks with `torch.nn.utils.prune.custom_from_mask`, for plain PyTorch use."""
+        modules = dict(model.named_modules())
+        for name, mask in self._masks.items():
+            module_name, _, param_name = name.rpartition(".")
+            module = modules[module_name]
+            device = getattr(module, param_name).device
+            torch_prune.custom_from_mask(module, param_name, mask.to(device))
+        return model
+
+
+def keep_topk(
+    scores: Mapping[str, Tensor],
+    compression: float,
+    scope: Scope = "global",
+    live: Mapping[str, Tensor] | None = None,
+) -> Masks:
+    """Keep the highest-scored weights so that exactly `kept_count(total, compression)` survive.
+
+    `global` ranks all layers together; `layerwise` keeps the same fraction of every layer
+    (each layer keeps `kept_count(layer size, compression)`). Only weights alive in `live`
+    are ranked, so a pruned weight never comes back. Ties break by position: the earlier layer
+    (in `scores` order) and then the lower flat index wins, so equal scores give one mask.
+    """
+    if scope not in SCOPES:
+        raise PaiError(f"unknown scope {scope!r}; choose one of: {', '.join(SCOPES)}")
+    names = list(scores)
+    live = live or {n: torch.ones_like(scores[n], dtype=torch.bool) for n in names}
+    for name in names:
+        if torch.isnan(scores[name][live[name]]).any():
+            raise PaiError(f"scores of {name!r} contain NaN; scores must be comparable numbers")
+    if scope == "global":
+        total = sum(scores[n].numel() for n in names)
+        return _keep_count_jointly(scores, live, kept_count(total, compression))
+    if compression > min(scores[n].numel() for n in names):
+        smallest = min(scores[n].numel() for n in names)
+        raise PaiError(
+            f"layerwise compression {compression:g} would empty the smallest layer "
+            f"({smallest} weights); allowed: 1 to {smallest}"
+        )
+    return Masks(
+        {
+            n: _keep_count_jointly(
+                {n: scores[n]}, {n: live[n]}, kept_count(scores[n].numel(), compression)
+            )[n]
+            for n in names
+        }
+    )
+
+
+def _keep_count_jointly(
+    scores: Mapping[str, Tensor], live: Mapping[str, Tensor], k: int
+) -> Masks:
+    """Keep exactly min(k, live weights) of the live weights, best first, ties by position."""
+    names = list(scores)
+    device = scores[names[0]].device
+    flat_scores = torch.cat([scores[n].detach().reshape(-1).to(device, torch.float64) for n in names])
+    flat_live = torch.cat([live[n].reshape(-1).to(device) for n in names])
+    live_index = flat_live.nonzero().squeeze(1)
+    order = torch.sort(flat_scores[live_index], descending=True, stable=True).indices
+    keep = torch.zeros_like(flat_live)
+    keep[live_index[order[:k]]] = True
+    out, start = {}, 0
+    for n in names:
+        size = scores[n].numel()
+        out[n] = keep[start : start + size].reshape(scores[n].shape)
+        start += size
+    return Masks(out)
+

@@ -1,0 +1,81 @@
+"""A stored training run: build the model, train it (masked or dense), write the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pai.masks import Masks
+from pai.store import Run
+from pai.training import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """The identity of a `pai train` run: model, dataset, init seed, training, and mask content."""
+
+    model: str
+    dataset: str
+    model_seed: int
+    train: TrainConfig
+    masks_sha256: str | None = None
+
+
+def masks_digest(masks: Masks) -> str:
+    """SHA-256 of a mask's names, shapes and bits: the same mask always gives the same digest."""
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        mask = masks[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(mask.shape)};".encode())
+        digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train_run(
+    model_name: str,
+    dataset_name: str,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    model_seed: int = 0,
+    masks: Masks | None = None,
+    data_root: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+) -> tuple[Run, bool]:
+    """Train a zoo model and store the run; returns (run, whether it ran now).
+
+    A finished run with the same config is not trained again. The directory holds
+    `config.json`, `metrics.json`, `history.csv`, `masks.pt` (when masked), `final.pt` and
+    the `COMPLETE` marker, written last.
+    """
+    from pai.data import load_dataset
+    from pai.models import build_model
+
+    run = Run(
+        out,
+        "train",
+        TrainRunConfig(
+            model_name, dataset_name, model_seed, config, masks_digest(masks) if masks else None
+        ),
+    )
+    if run.complete:
+        return run, False
+    model = build_model(model_name, dataset_name, seed=model_seed)
+    data = load_dataset(dataset_name, root=data_root, device=device)
+    run.start()
+    result = train(model, data, config, masks=masks, device=data.train.x.device, progress=progress)
+    if masks is not None:
+        masks.save(run.path / "masks.pt")
+    run.save_tensors("final.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    run.write_csv("history.csv", result.history)
+    run.write_json("metrics.json", result.metrics)
+    run.finish()
+    log.info("finished %s", run.path)
+    return run, True
