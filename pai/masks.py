@@ -35,7 +35,9 @@ def prunable_parameters(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict
             found[f"{module_name}.weight" if module_name else "weight"] = module.weight
     unknown = set(exclude) - {name for name, _ in model.named_modules()}
     if unknown:
-        raise PaiError(f"cannot exclude unknown layer(s) {sorted(unknown)}; the model has no such module")
+        raise PaiError(
+            f"cannot exclude unknown layer(s) {sorted(unknown)}; the model has no such module"
+        )
     return found
 
 
@@ -207,13 +209,13 @@ def keep_topk(
     )
 
 
-def _keep_count_jointly(
-    scores: Mapping[str, Tensor], live: Mapping[str, Tensor], k: int
-) -> Masks:
+def _keep_count_jointly(scores: Mapping[str, Tensor], live: Mapping[str, Tensor], k: int) -> Masks:
     """Keep exactly min(k, live weights) of the live weights, best first, ties by position."""
     names = list(scores)
     device = scores[names[0]].device
-    flat_scores = torch.cat([scores[n].detach().reshape(-1).to(device, torch.float64) for n in names])
+    flat_scores = torch.cat(
+        [scores[n].detach().reshape(-1).to(device, torch.float64) for n in names]
+    )
     flat_live = torch.cat([live[n].reshape(-1).to(device) for n in names])
     live_index = flat_live.nonzero().squeeze(1)
     order = torch.sort(flat_scores[live_index], descending=True, stable=True).indices
@@ -225,4 +227,3 @@ def _keep_count_jointly(
         out[n] = keep[start : start + size].reshape(scores[n].shape)
         start += size
     return Masks(out)
-

@@ -38,11 +38,11 @@ class TrainConfig:
     budget: str = "2ep"
     batch_size: int = 128
     optimizer: str = "sgd"
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
     milestones: tuple[str, ...] = ()
     gamma: float = 0.1
     warmup: str = "0it"
@@ -52,7 +52,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise PaiError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+            raise PaiError(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise PaiError(
                 f"unknown lr schedule {self.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}"
@@ -93,14 +95,11 @@ class TrainResult:
 EpochCallback = Callable[[int, nn.Module], bool]
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _autocast(device: torch.device):
     """bf16 autocast on CUDA; a no-op elsewhere (CPU results stay exactly reproducible)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+    )
 
 
 @torch.no_grad()

@@ -76,7 +76,9 @@ def test_nan_scores_are_rejected_and_scope_checked():
 
 
 def test_density_compression_and_layer_stats():
-    masks = Masks({"a": torch.tensor([True, False, False, False]), "b": torch.ones(4, dtype=torch.bool)})
+    masks = Masks(
+        {"a": torch.tensor([True, False, False, False]), "b": torch.ones(4, dtype=torch.bool)}
+    )
     assert masks.total == 8 and masks.kept == 5
     assert masks.density == pytest.approx(5 / 8)
     assert masks.compression == pytest.approx(8 / 5)

@@ -11,7 +11,7 @@ from pai import __version__
 from pai.errors import PaiError
 
 # Subcommand modules under pai.cli, in the order `pai --help` lists them.
-COMMANDS: tuple[str, ...] = ("models", "datasets", "train")
+COMMANDS: tuple[str, ...] = ("models", "datasets", "train", "scorers", "prune")
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import torch
-
-from pai.errors import PaiError
-
 
 def add_data_root(parser: argparse.ArgumentParser) -> None:
     """`--data-root DIR` (else $PAI_DATA_ROOT, else the per-user cache)."""
@@ -23,19 +19,6 @@ def add_data_root(parser: argparse.ArgumentParser) -> None:
 def add_device(parser: argparse.ArgumentParser) -> None:
     """`--device` (default: cuda when available, else cpu)."""
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """The device to use: the one named, else CUDA when available, else CPU."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise PaiError(f"unknown device {name!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PaiError(f"device {name!r} asked for, but CUDA is not available here; use 'cpu'")
-    return device
 
 
 def positive_int(text: str) -> int:

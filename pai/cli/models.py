@@ -19,7 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the zoo models with their parameter counts for a dataset's shape.",
     )
     parser.add_argument(
-        "--dataset", default="cifar10", choices=list(DATASETS), help="shape the counts for this dataset"
+        "--dataset",
+        default="cifar10",
+        choices=list(DATASETS),
+        help="shape the counts for this dataset",
     )
     parser.set_defaults(func=run)
 

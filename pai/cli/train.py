@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pai.cli.common import add_data_root, add_device, non_negative_float, positive_int, resolve_device
+from pai.cli.common import add_data_root, add_device, non_negative_float, positive_int
+from pai.devices import resolve_device
 from pai.masks import Masks
 from pai.runs import train_run
 from pai.steps import Step
@@ -43,7 +44,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="random crop and flip on training batches (default: on for CIFAR only)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the initialization and data order")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the initialization and data order"
+    )
     add_data_root(parser)
     add_device(parser)
 

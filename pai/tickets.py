@@ -1,0 +1,39 @@
+"""Tickets: what every pruning method produces, so every method lands in the same table.
+
+A ticket is a mask, the weights to start training from, and what it cost to find. Scorers give
+tickets at step 0 with no training; early-bird after a few epochs of dense training; IMP after
+many full trainings. The harness then trains every ticket under the same budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from pai.masks import Masks
+
+
+@dataclass(frozen=True)
+class SearchCost:
+    """What finding a ticket cost: training epochs and steps spent, and scoring passes."""
+
+    epochs: float = 0.0
+    steps: int = 0
+    scoring_passes: int = 0
+
+    def __add__(self, other: SearchCost) -> SearchCost:
+        return SearchCost(
+            self.epochs + other.epochs,
+            self.steps + other.steps,
+            self.scoring_passes + other.scoring_passes,
+        )
+
+
+@dataclass
+class Ticket:
+    """A mask, the state_dict to train from (pruned weights already zero), and its search cost."""
+
+    masks: Masks
+    state: dict[str, Tensor]
+    cost: SearchCost = field(default_factory=SearchCost)
