@@ -30,9 +30,7 @@ class Step:
             text = f"{text}it"
         match = _PATTERN.match(str(text))
         if not match:
-            raise PaiError(
-                f"bad step {text!r}; write a whole number with a unit: '500it' or '2ep'"
-            )
+            raise PaiError(f"bad step {text!r}; write a whole number with a unit: '500it' or '2ep'")
         return cls(int(match.group(1)), match.group(2))
 
     def iterations(self, steps_per_epoch: int) -> int:
