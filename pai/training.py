@@ -198,15 +198,18 @@ def train(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     loss_count = 0
     last_train_loss = math.nan
+    eval_seconds = 0.0
     iteration, epoch = 0, 0
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=total, disable=not show, unit="it", leave=False, dynamic_ncols=True)
 
     def record() -> None:
-        nonlocal loss_sum, loss_count, last_train_loss
+        nonlocal loss_sum, loss_count, last_train_loss, eval_seconds
         if loss_count:
             last_train_loss = loss_sum.item() / loss_count
+        eval_start = time.perf_counter()
         accuracy, test_loss = evaluate(model, data.test)
+        eval_seconds += time.perf_counter() - eval_start
         result.history.append(
             {
                 "step": iteration,
@@ -267,6 +270,7 @@ def train(
         "epochs": iteration / steps_per_epoch,
         "steps": iteration,
         "wall_seconds": time.perf_counter() - start,
+        "eval_seconds": eval_seconds,
         "density": masks.density if masks is not None else 1.0,
     }
     return result
