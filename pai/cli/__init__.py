@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from pai import __version__
 from pai.errors import PaiError
 
 # Subcommand modules under pai.cli, in the order `pai --help` lists them.
-COMMANDS: tuple[str, ...] = ("models", "datasets", "train", "scorers", "prune")
+COMMANDS: tuple[str, ...] = ("models", "datasets", "train", "scorers", "prune", "collapse", "imp")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except PaiError as error:
         print(f"pai {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"pai {args.command}: interrupted; finished runs are kept", file=sys.stderr)
         return 130

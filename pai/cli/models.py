@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
 import torch
+from tabulate import tabulate
 
 from pai.datasets import DATASETS, dataset_spec
 from pai.masks import prunable_parameters
@@ -48,6 +48,5 @@ def run(args: argparse.Namespace) -> int:
         f"Parameter counts for {spec.name} ({shape}, {spec.num_classes} classes). "
         f"Every model builds for: {', '.join(DATASETS)}."
     )
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False, formatters={"description": "{:<}".format}, justify="left"))
+    print(tabulate(rows, headers="keys", intfmt=","))
     return 0
