@@ -218,12 +218,26 @@ def _keep_count_jointly(scores: Mapping[str, Tensor], live: Mapping[str, Tensor]
     )
     flat_live = torch.cat([live[n].reshape(-1).to(device) for n in names])
     live_index = flat_live.nonzero().squeeze(1)
-    order = torch.sort(flat_scores[live_index], descending=True, stable=True).indices
     keep = torch.zeros_like(flat_live)
-    keep[live_index[order[:k]]] = True
+    keep[live_index[_top_positions(flat_scores[live_index], k)]] = True
     out, start = {}, 0
     for n in names:
         size = scores[n].numel()
         out[n] = keep[start : start + size].reshape(scores[n].shape)
         start += size
     return Masks(out)
+
+
+def _top_positions(values: Tensor, k: int) -> Tensor:
+    """Positions of the k largest values, ties broken by lower position.
+
+    The same selection as a stable descending sort cut at k, in linear time: everything above
+    the k-th largest value is kept, and the remaining places go to the first positions equal
+    to it.
+    """
+    if k >= values.numel():
+        return torch.arange(values.numel(), device=values.device)
+    threshold = torch.topk(values, k, sorted=False).values.min()
+    above = (values > threshold).nonzero().squeeze(1)
+    ties = (values == threshold).nonzero().squeeze(1)
+    return torch.cat([above, ties[: k - above.numel()]])
