@@ -1,0 +1,127 @@
+"""`pai prune`: prune a freshly initialized zoo model with a scorer and write the mask file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from pai.cli.common import add_data_root, add_device, compression, positive_int
+from pai.data import class_balanced_subset, load_dataset
+from pai.devices import resolve_device
+from pai.masks import SCOPES, Masks
+from pai.models import build_model
+from pai.pruning import SCHEDULES, check_scores_without_training, prune
+from pai.registry import get_scorer
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prune",
+        help="prune a model at initialization and write its masks",
+        description=(
+            "Build a zoo model from --seed, prune it to --compression with a scorer, print the "
+            "per-layer result and write the mask file. Scorers that need data see a fixed, "
+            "seeded, un-augmented class-balanced subset of the training split."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
+    parser.add_argument("--dataset", required=True, help="dataset name (see `pai datasets`)")
+    parser.add_argument("--scorer", required=True, help="scorer name (see `pai scorers`)")
+    parser.add_argument(
+        "--compression",
+        type=compression,
+        required=True,
+        help="prunable weights / kept weights, e.g. 10 keeps 10%%",
+    )
+    parser.add_argument("--scope", choices=SCOPES, default="global")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=None, help="pruning rounds (default: the scorer's)"
+    )
+    parser.add_argument("--schedule", choices=SCHEDULES, default="exponential")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the initialization, data subset and scorer"
+    )
+    parser.add_argument(
+        "--per-class",
+        type=positive_int,
+        default=10,
+        help="training examples per class for scorers that need data (default 10)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=256,
+        help="scoring batch size; the loss is the mean over all examples either way",
+    )
+    add_data_root(parser)
+    add_device(parser)
+    parser.add_argument("--out", required=True, type=Path, help="mask file to write (masks.pt)")
+    parser.set_defaults(func=run)
+
+
+def scoring_batches(
+    dataset: str, per_class: int, batch_size: int, seed: int, data_root: str | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The seeded, un-augmented class-balanced subset of the training split, in batches.
+
+    The split is read on the CPU: only the subset moves to the scoring device.
+    """
+    train = load_dataset(dataset, root=data_root, device="cpu").train
+    x, y = class_balanced_subset(train, per_class, torch.Generator().manual_seed(seed))
+    return list(zip(x.split(batch_size), y.split(batch_size), strict=True))
+
+
+def layer_table(masks: Masks) -> list[dict[str, object]]:
+    """Layer, shape, kept, total and density (as a percentage) of every masked layer, then the
+    total."""
+    rows = [
+        {
+            "layer": name,
+            "shape": "x".join(map(str, mask.shape)),
+            "kept": int(mask.sum()),
+            "total": mask.numel(),
+            "density": _percent(int(mask.sum()) / mask.numel()),
+        }
+        for name, mask in masks.items()
+    ]
+    total = {"layer": "total", "shape": "", "kept": masks.kept, "total": masks.total}
+    return [*rows, {**total, "density": _percent(masks.density)}]
+
+
+def run(args: argparse.Namespace) -> int:
+    scorer = get_scorer(args.scorer)
+    check_scores_without_training(scorer)  # before any dataset is loaded
+    device = resolve_device(args.device)
+    model = build_model(args.model, args.dataset, seed=args.seed)
+    data = None
+    if scorer.needs_data:  # only then are dataset files needed
+        data = scoring_batches(
+            args.dataset, args.per_class, args.batch_size, args.seed, args.data_root
+        )
+    masks = prune(
+        model,
+        scorer,
+        args.compression,
+        data=data,
+        rounds=args.rounds,
+        schedule=args.schedule,
+        scope=args.scope,
+        seed=args.seed,
+        device=device,
+    )
+    print(
+        f"{args.scorer} on {args.model} ({args.dataset}, seed {args.seed}), {args.scope}: "
+        f"compression {masks.compression:.4g} (target {args.compression:g})"
+    )
+    print(tabulate(layer_table(masks), headers="keys", colalign=("left", "left")))
+    masks.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _percent(value: float) -> str:
+    """A density as a percentage with 4 significant digits, readable down to 1e-6."""
+    return f"{100 * value:.4g}%"

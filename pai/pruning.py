@@ -1,0 +1,214 @@
+"""The prune driver: score, keep the top, repeat over a compression schedule.
+
+One call turns a scorer into a mask at a target compression. Iterative scorers (SynFlow) prune
+in rounds; each round scores the network under the current mask and ranks only the live
+weights, so a pruned weight never comes back. The model passed in is never changed: scoring
+runs on one private copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pai.devices import resolve_device
+from pai.errors import PaiError, unknown_name
+from pai.masks import SCOPES, Masks, Scope, keep_topk, kept_count
+from pai.models import model_input_shape
+from pai.registry import Scorer, ScoringContext, resolve_scorer
+
+SCHEDULES: tuple[str, ...] = ("exponential", "linear")
+
+
+def round_compressions(
+    start: float, compression: float, rounds: int, schedule: str = "exponential"
+) -> list[float]:
+    """The compression reached after each of `rounds` rounds, going from `start` to `compression`.
+
+    `exponential` (Tanaka et al. 2020): round k of n keeps a fraction (start/compression)^(k/n)
+    of the weights alive at the start, i.e. compression start * (compression/start)^(k/n).
+    `linear`: the density decreases linearly, from 1/start to 1/compression in n equal steps.
+    The last entry is `compression` itself, so the final mask keeps exactly its target count.
+    """
+    if schedule not in SCHEDULES:
+        raise unknown_name("schedule", schedule, SCHEDULES)
+    if not isinstance(rounds, int) or rounds < 1:
+        raise PaiError(f"rounds must be a whole number >= 1, got {rounds!r}")
+    steps = []
+    for k in range(1, rounds):
+        if schedule == "exponential":
+            steps.append(start * (compression / start) ** (k / rounds))
+        else:
+            steps.append(1 / (1 / start + (1 / compression - 1 / start) * k / rounds))
+    return [*steps, compression]
+
+
+def check_scores_without_training(scorer: Scorer) -> None:
+    """PaiError for a scorer that finds its mask by training (`needs_training`, early-bird)."""
+    if getattr(scorer, "needs_training", False):
+        raise PaiError(
+            f"scorer {scorer.name!r} produces tickets through training, which pai.prune does not "
+            "run; use it through `pai compare`"
+        )
+
+
+def _check_target(masks: Masks, compression: float, scope: Scope) -> None:
+    """PaiError unless `compression` is reachable from `masks` in `scope` by pruning only."""
+    if scope not in SCOPES:
+        raise unknown_name("scope", scope, SCOPES)
+    if scope == "global":
+        target = kept_count(masks.total, compression)
+        if masks.kept < target:
+            raise PaiError(
+                f"the starting masks keep {masks.kept} weights, fewer than the {target} that "
+                f"compression {compression:g} keeps; pruning never revives weights"
+            )
+        return
+    smallest = min(m.numel() for m in masks.values())
+    if not 1 <= compression <= smallest:
+        raise PaiError(
+            f"layerwise compression {compression:g} is not allowed: the smallest layer has "
+            f"{smallest} weights; allowed: 1 to {smallest}"
+        )
+    for name, mask in masks.items():
+        target = kept_count(mask.numel(), compression)
+        if int(mask.sum()) < target:
+            raise PaiError(
+                f"the starting mask of {name!r} keeps {int(mask.sum())} weights, fewer than the "
+                f"{target} that layerwise compression {compression:g} keeps"
+            )
+
+
+def _check_scores(scores: dict[str, Tensor], masks: Masks, scorer: Scorer) -> None:
+    """PaiError unless `scores` has one finite score per live weight of every masked tensor."""
+    if set(scores) != set(masks):
+        raise PaiError(
+            f"scorer {scorer.name!r} returned scores for {sorted(scores)}, "
+            f"expected one per masked parameter: {sorted(masks)}"
+        )
+    for name, mask in masks.items():
+        if scores[name].shape != mask.shape:
+            raise PaiError(
+                f"scorer {scorer.name!r} returned scores of shape {tuple(scores[name].shape)} "
+                f"for {name!r}, whose shape is {tuple(mask.shape)}"
+            )
+        if (mask & ~torch.isfinite(scores[name])).any():
+            raise PaiError(f"scorer {scorer.name!r} gave non-finite scores (NaN, inf) to {name!r}")
+
+
+@dataclass
+class _Scoring:
+    """A scorer ready to run: the private masked copy of the model and the context."""
+
+    scorer: Scorer
+    work: nn.Module
+    masks: Masks
+    context: ScoringContext
+
+    def scores(self) -> dict[str, Tensor]:
+        """Score the copy under `masks` (pruned weights zeroed first) and check the result."""
+        self.masks.apply(self.work)
+        scores = self.scorer.score(self.work, self.masks, self.context)
+        _check_scores(scores, self.masks, self.scorer)
+        return scores
+
+
+def _prepare(
+    model: nn.Module,
+    scorer: str | Scorer,
+    masks: Masks | None,
+    data: Iterable[tuple[Tensor, Tensor]] | None,
+    input_shape: Sequence[int] | None,
+    seed: int,
+    device: torch.device | str | None,
+    target: tuple[float, Scope] | None = None,
+) -> _Scoring:
+    """Check the arguments, read `data` once, and make the one copy of `model` scoring uses.
+
+    `target` (compression, scope) is checked against the starting masks before anything is
+    copied. The copy is on `device`, in eval mode, with `requires_grad` on exactly the masked
+    parameters; the model itself is left untouched.
+    """
+    scorer = resolve_scorer(scorer)
+    check_scores_without_training(scorer)
+    masks = Masks.dense(model) if masks is None else masks
+    masks.check_model(model)
+    if not len(masks):
+        raise PaiError("there is nothing to prune: the masks cover no parameter")
+    if target is not None:
+        _check_target(masks, *target)
+    device = resolve_device(device)
+    batches = None if data is None else [(x.to(device), y.to(device)) for x, y in data]
+    if scorer.needs_data and not batches:
+        raise PaiError(
+            f"scorer {scorer.name!r} needs data: pass data= as (inputs, targets) batches"
+        )
+    if input_shape is not None or hasattr(model, "input_shape"):
+        input_shape = model_input_shape(model, input_shape)
+    elif batches:
+        input_shape = tuple(batches[0][0].shape[1:])
+    context = ScoringContext(
+        data=batches,
+        input_shape=input_shape,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+    )
+    work = copy.deepcopy(model).to(device).eval()
+    for name, p in work.named_parameters():
+        p.requires_grad_(name in masks)
+    return _Scoring(scorer, work, masks.to(device), context)
+
+
+def compute_scores(
+    model: nn.Module,
+    scorer: str | Scorer,
+    *,
+    masks: Masks | None = None,
+    data: Iterable[tuple[Tensor, Tensor]] | None = None,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, Tensor]:
+    """One round of `scorer`'s scores for `model` under `masks` (default: dense), as `prune`
+    computes them: on a masked copy in eval mode, leaving `model` unchanged."""
+    return _prepare(model, scorer, masks, data, input_shape, seed, device).scores()
+
+
+def prune(
+    model: nn.Module,
+    scorer: str | Scorer,
+    compression: float,
+    *,
+    data: Iterable[tuple[Tensor, Tensor]] | None = None,
+    rounds: int | None = None,
+    schedule: str = "exponential",
+    scope: Scope = "global",
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    masks: Masks | None = None,
+) -> Masks:
+    """Prune `model` to `compression` (prunable weights / kept weights) with `scorer`.
+
+    `scorer` is a registered name or a `Scorer`. `rounds` (default: the scorer's) rounds follow
+    `schedule` (see `round_compressions`); `scope` is `global` or `layerwise`. `data` is an
+    iterable of (inputs, targets) batches, read once and used as given. `input_shape` defaults
+    to the model's (zoo models record it), else the first batch's. `masks` starts from an
+    already pruned network (compression stays relative to all its prunable weights); by default
+    every prunable weight is live. Scores are computed on `device` (default: CUDA when
+    available); the returned masks are on the model's device, keyed like its parameters.
+    """
+    scoring = _prepare(
+        model, scorer, masks, data, input_shape, seed, device, target=(compression, scope)
+    )
+    rounds = scoring.scorer.default_rounds if rounds is None else rounds
+    targets = round_compressions(scoring.masks.compression, compression, rounds, schedule)
+    progress = tqdm(targets, desc=f"{scoring.scorer.name} rounds", disable=len(targets) < 2 or None)
+    for target in progress:
+        scoring.masks = keep_topk(scoring.scores(), target, scope, live=scoring.masks)
+    return scoring.masks.to(model.get_parameter(next(iter(scoring.masks))).device)
