@@ -1,0 +1,118 @@
+"""`pai imp`: iterative magnitude pruning with rewinding, each level stored as its own run."""
+
+from __future__ import annotations
+
+import argparse
+
+from pai.cli.common import comma_list, compression, non_negative_float
+from pai.cli.train import add_training_arguments, training_config
+from pai.devices import resolve_device
+from pai.imp import CONTROLS, RESETS, ImpConfig, run_imp
+from pai.masks import SCOPES
+
+
+def _whole_number(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    """argparse type: a fraction strictly between 0 and 1."""
+    value = non_negative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"rate {text!r} must be between 0 and 1 (exclusive)")
+    return value
+
+
+def _compressions(text: str) -> list[float]:
+    """argparse type: comma-separated compressions, e.g. 10,100."""
+    return [compression(item) for item in comma_list()(text)]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "imp",
+        help="iterative magnitude pruning (lottery tickets), one stored run per level",
+        description=(
+            "Train dense, then repeatedly prune the smallest-magnitude live weights, reset the "
+            "survivors and train again (Frankle & Carbin 2019). Each level is stored under "
+            "OUT/imp-<hash>/level-NN and an interrupted run resumes after its last finished level."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
+    parser.add_argument("--dataset", required=True, help="dataset name (see `pai datasets`)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run store directory")
+    parser.add_argument(
+        "--levels", type=_whole_number, default=20, help="pruning levels after the dense one"
+    )
+    parser.add_argument(
+        "--rate", type=_rate, default=0.2, help="fraction of the live weights pruned per level"
+    )
+    parser.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default="global",
+        help="rank weights across layers or within each",
+    )
+    parser.add_argument(
+        "--rewind",
+        default="0",
+        metavar="STEP",
+        help="step of the dense run survivors are reset to: 0, 500 or 500it (iterations), 2ep",
+    )
+    parser.add_argument(
+        "--reset",
+        choices=RESETS,
+        default="rewind",
+        help="rewind: weights to --rewind; lr-rewind: keep weights, restart the lr schedule; "
+        "finetune: keep weights, train at the schedule's final lr",
+    )
+    parser.add_argument(
+        "--output-half-rate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="prune the output layer at half the rate (as in the LTH paper)",
+    )
+    parser.add_argument(
+        "--targets",
+        type=_compressions,
+        default=[],
+        metavar="C1,C2",
+        help="compressions to reach exactly, e.g. 10,100 (a level is added for each)",
+    )
+    parser.add_argument(
+        "--controls",
+        type=comma_list(CONTROLS),
+        default=[],
+        metavar="NAMES",
+        help="also train, at every level, the same mask re-initialized (reinit) and a random "
+        "mask with the same layer densities (shuffle)",
+    )
+    add_training_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = ImpConfig(
+        model=args.model,
+        dataset=args.dataset,
+        train=training_config(args),
+        model_seed=args.seed,
+        levels=args.levels,
+        rate=args.rate,
+        scope=args.scope,
+        rewind=args.rewind,
+        reset=args.reset,
+        output_half_rate=args.output_half_rate,
+        targets=tuple(args.targets),
+        controls=tuple(args.controls),
+    )
+    result = run_imp(config, args.out, data_root=args.data_root, device=resolve_device(args.device))
+    table = result.table()
+    columns = ["level", "kept", "compression", "test_accuracy", "best_test_accuracy"]
+    columns += [f"{c}_test_accuracy" for c in config.controls]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"levels: {result.path / 'levels.csv'}")
+    return 0
