@@ -44,7 +44,7 @@ from pai.masks import SCOPES, Masks, keep_topk, kept_count, prunable_parameters
 from pai.steps import Step
 from pai.store import MARKER, Run, canonical, config_hash
 from pai.tickets import SearchCost, Ticket
-from pai.training import TrainConfig, TrainResult, _lr_factor, train
+from pai.training import TrainConfig, TrainResult, lr_multiplier, train
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
 def _finetune_config(config: TrainConfig, steps_per_epoch: int) -> TrainConfig:
     """`config` at a constant learning rate: the rate its schedule used on its last step."""
     total = Step.parse(config.budget).iterations(steps_per_epoch)
-    final_lr = config.lr * _lr_factor(config, steps_per_epoch, total)(total - 1)
+    final_lr = config.lr * lr_multiplier(config, steps_per_epoch, total)(total - 1)
     return config.replace(lr=final_lr, lr_schedule="constant", warmup="0it", milestones=())
 
 

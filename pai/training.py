@@ -120,7 +120,7 @@ def evaluate(model: nn.Module, split, batch_size: int = 1000) -> tuple[float, fl
     return correct.item() / n, loss_sum.item() / n
 
 
-def _lr_factor(config: TrainConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
+def lr_multiplier(config: TrainConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
     """The learning-rate multiplier at each iteration: warmup, then the schedule."""
     warmup = Step.parse(config.warmup).iterations(steps_per_epoch)
     milestones = sorted(Step.parse(m).iterations(steps_per_epoch) for m in config.milestones)
@@ -185,7 +185,7 @@ def train(
 
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_factor(config, steps_per_epoch, total)
+        optimizer, lr_multiplier(config, steps_per_epoch, total)
     )
     params = dict(model.named_parameters())
     masked = [(params[n], m.to(params[n].dtype)) for n, m in (masks or {}).items()]
