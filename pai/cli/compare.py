@@ -1,0 +1,176 @@
+"""`pai compare`: every method's ticket trained under one budget, one row per run.
+
+Writes into --out: runs.csv (one row per run), summary.csv and summary.md (mean, sd and n over
+seeds per method, variant and compression) and accuracy_vs_compression.png; run directories go
+to --store (default OUT/runs). A rerun trains only the runs not yet complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pai.cli.common import comma_list, compression, non_negative_float, positive_int
+from pai.cli.train import add_training_arguments, training_config
+from pai.compare import SANITY_CHECKS, CompareConfig, run_comparison
+from pai.devices import resolve_device
+from pai.masks import SCOPES
+from pai.steps import Step
+from pai.tables import summarize, summary_markdown
+
+EARLYBIRD = "earlybird"  # the scorer the --eb-* flags configure
+EB_MODES = ("magnitude", "bn-channel")
+EB_RESTARTS = ("trained", "init")
+
+
+def _compressions(text: str) -> list[float]:
+    """argparse type: comma-separated compression ratios, each >= 1."""
+    return [compression(item) for item in comma_list()(text)]
+
+
+def _rate(text: str) -> float:
+    """argparse type: a pruning rate strictly between 0 and 1."""
+    value = non_negative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"rate {text!r} must be between 0 and 1 (exclusive)")
+    return value
+
+
+def _epsilon(text: str) -> float:
+    """argparse type: an early-bird distance threshold in (0, 1]."""
+    value = non_negative_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"epsilon {text!r} must be in (0, 1]")
+    return value
+
+
+def _step(text: str) -> str:
+    """argparse type: a step such as 0, 500it or 2ep (a bare number counts iterations)."""
+    value = int(text) if text.strip().isdigit() else text
+    try:
+        return str(Step.parse(value))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train every method's ticket under one budget and tabulate them",
+        description=(
+            "Find each method's ticket at each compression and seed, train them all with the "
+            "same budget, and write runs.csv, summary.md and accuracy_vs_compression.png."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
+    parser.add_argument("--dataset", required=True, help="dataset name (see `pai datasets`)")
+    parser.add_argument(
+        "--methods",
+        type=comma_list(),
+        required=True,
+        help="comma-separated: registered scorers (see `pai scorers`) and imp",
+    )
+    parser.add_argument(
+        "--compressions",
+        type=_compressions,
+        required=True,
+        help="comma-separated compression ratios, e.g. 2,4,8,16 (10 keeps 10%% of the weights)",
+    )
+    parser.add_argument(
+        "--seeds", type=positive_int, default=1, help="seeds --seed, --seed + 1, ... (default 1)"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="where tables and plot go")
+    parser.add_argument(
+        "--store", default=None, metavar="DIR", help="run directories (default: OUT/runs)"
+    )
+    parser.add_argument(
+        "--sanity",
+        type=comma_list(SANITY_CHECKS),
+        default=[],
+        help="sanity checks to add as rows: shuffle, reinit, invert (Frankle et al. 2021)",
+    )
+    parser.add_argument("--scope", choices=SCOPES, default="global", help="ranking scope")
+    parser.add_argument(
+        "--per-class",
+        type=positive_int,
+        default=10,
+        help="examples per class in the scoring batch of data-driven scorers (default 10)",
+    )
+    parser.add_argument(
+        "--train-per-class",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train (and search) on a fixed class-balanced subset of N examples per class",
+    )
+    parser.add_argument(
+        "--imp-rate",
+        type=_rate,
+        default=0.2,
+        help="IMP's pruning rate per level between the targets (default 0.2)",
+    )
+    parser.add_argument(
+        "--rewind", type=_step, default="0it", help="IMP's rewinding step: 0, 500it, 2ep"
+    )
+    parser.add_argument(
+        "--eb-epsilon",
+        type=_epsilon,
+        default=0.1,
+        help="early-bird: stop when the last 4 successive mask distances are all below this",
+    )
+    parser.add_argument(
+        "--eb-restart",
+        choices=EB_RESTARTS,
+        default="trained",
+        help="early-bird ticket weights: those at the stopping point, or the initial ones",
+    )
+    parser.add_argument(
+        "--eb-mode", choices=EB_MODES, default="magnitude", help="early-bird mask criterion"
+    )
+    parser.add_argument(
+        "--eb-max-epochs",
+        type=positive_int,
+        default=None,
+        help="early-bird: stop searching after this many epochs (default: the budget)",
+    )
+    add_training_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    train_config = training_config(args)
+    options = {}
+    if EARLYBIRD in args.methods:
+        options[EARLYBIRD] = {
+            "epsilon": args.eb_epsilon,
+            "restart": args.eb_restart,
+            "mode": args.eb_mode,
+            "max_epochs": args.eb_max_epochs,
+        }
+    config = CompareConfig(
+        model=args.model,
+        dataset=args.dataset,
+        methods=tuple(dict.fromkeys(args.methods)),
+        compressions=tuple(dict.fromkeys(args.compressions)),
+        train=train_config,
+        seeds=tuple(range(args.seed, args.seed + args.seeds)),
+        sanity=tuple(dict.fromkeys(args.sanity)),
+        scope=args.scope,
+        per_class=args.per_class,
+        train_per_class=args.train_per_class,
+        imp_rate=args.imp_rate,
+        rewind=args.rewind,
+        scorer_options=options,
+    )
+    table = run_comparison(
+        config,
+        args.out,
+        store=args.store,
+        data_root=args.data_root,
+        device=resolve_device(args.device),
+    )
+    if table.empty:
+        print("no run finished")
+        return 1
+    print(summary_markdown(summarize(table)), end="")
+    print(f"tables and figure in {args.out}")
+    return 0

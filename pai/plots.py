@@ -1,0 +1,235 @@
+"""The comparison figure: test accuracy against compression, every method on one axis.
+
+Log x axis (compression = prunable / kept weights, with the percentage kept on top); per method
+the mean over seeds with a band from the lowest to the highest seed; the dense network as a
+grey horizontal reference (its band likewise); IMP black and dashed, as the reference every
+pruning-at-initialization method is measured against; collapsed runs (an empty layer or no
+input-output path left) as crosses. Sanity-check variants get small panels below, one per
+method: its original line beside each ablation (shuffle dotted, reinit dash-dotted, invert
+dashed), so that what the checks do to a method reads at a glance.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from pai.atomic import atomic_write
+from pai.compare import DENSE, IMP, ORIGINAL
+
+VARIANT_STYLES = {"shuffle": ":", "reinit": "-.", "invert": "--"}
+VARIANT_MARKERS = {"shuffle": "s", "reinit": "^", "invert": "v"}
+VARIANT_COLORS = {"shuffle": "#8c564b", "reinit": "#e377c2", "invert": "#7f7f7f"}
+
+
+def _colors(methods: list[str]) -> dict[str, object]:
+    others = [m for m in methods if m != IMP]
+    palette = sns.color_palette("tab10", n_colors=max(len(others), 1))
+    colors: dict[str, object] = dict(zip(others, palette, strict=False))
+    colors[IMP] = "black"
+    return colors
+
+
+def _curve(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, min and max accuracy over seeds per requested compression, at the mean true one."""
+    return (
+        runs.groupby("requested_compression")
+        .agg(
+            compression=("compression", "mean"),
+            mean=("test_accuracy", "mean"),
+            low=("test_accuracy", "min"),
+            high=("test_accuracy", "max"),
+            n=("test_accuracy", "size"),
+        )
+        .reset_index()
+        .sort_values("compression")
+    )
+
+
+def _draw_method(ax, runs: pd.DataFrame, color, linestyle, marker, label, linewidth=1.8) -> None:
+    curve = _curve(runs)
+    ax.plot(
+        curve["compression"],
+        curve["mean"],
+        color=color,
+        linestyle=linestyle,
+        marker=marker,
+        markersize=4,
+        linewidth=linewidth,
+        label=label,
+    )
+    if (curve["n"] > 1).any():
+        ax.fill_between(curve["compression"], curve["low"], curve["high"], color=color, alpha=0.15)
+
+
+def _draw_dense(ax, dense: pd.DataFrame) -> None:
+    if dense.empty:
+        return
+    mean = dense["test_accuracy"].mean()
+    ax.axhline(mean, color="0.45", linewidth=1.2, label=f"dense ({100 * mean:.2f}%)")
+    if len(dense) > 1:
+        low, high = dense["test_accuracy"].min(), dense["test_accuracy"].max()
+        ax.axhspan(low, high, color="0.45", alpha=0.12, linewidth=0)
+
+
+def _draw_collapsed(ax, runs: pd.DataFrame, colors: dict[str, object]) -> bool:
+    collapsed = runs[runs["collapsed"].astype(bool)]
+    for method, group in collapsed.groupby("method", sort=False):
+        ax.scatter(
+            group["compression"],
+            group["test_accuracy"],
+            marker="x",
+            s=60,
+            linewidths=2,
+            color=colors.get(method, "red"),
+            zorder=5,
+        )
+    return not collapsed.empty
+
+
+def _percent_kept(compression):
+    """Compression <-> percentage of weights kept (its own inverse); 0 maps to inf, not an error."""
+    with np.errstate(divide="ignore"):
+        return 100 / np.asarray(compression, dtype=float)
+
+
+def _spread_out(compressions: list[float], fraction: float = 0.15) -> set[float]:
+    """The compressions to label on a narrow axis: from the largest down, each at least
+    `fraction` of the axis's log span from the last one labelled (the smallest always kept)."""
+    ordered = sorted(compressions, reverse=True)
+    span = math.log10(ordered[0] / ordered[-1]) or 1.0
+    labelled = [ordered[0]]
+    for value in ordered[1:-1]:
+        if math.log10(labelled[-1] / value) >= fraction * span:
+            labelled.append(value)
+    if len(ordered) > 1 and ordered[-1] not in labelled:
+        if math.log10(labelled[-1] / ordered[-1]) < fraction * span and len(labelled) > 1:
+            labelled.pop()
+        labelled.append(ordered[-1])
+    return set(labelled)
+
+
+def _format_axis(ax, compressions: list[float], *, small: bool = False) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(compressions))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.set_xlabel("compression" if small else "compression (prunable / kept weights, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:.0f}%"))
+    if small:
+        labelled = _spread_out(compressions)
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda value, _: f"{value:g}" if value in labelled else "")
+        )
+        ax.tick_params(labelsize="small")
+        return
+    top = ax.secondary_xaxis("top", functions=(_percent_kept, _percent_kept))
+    top.set_xlabel("weights kept (%)")
+    top.xaxis.set_major_locator(FixedLocator([100 / c for c in compressions]))
+    top.xaxis.set_minor_locator(NullLocator())
+    top.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+
+
+def plot_accuracy_vs_compression(
+    runs: pd.DataFrame, path: str | Path, *, title: str | None = None
+) -> Path:
+    """Draw the runs table (see `pai.compare.RUN_COLUMNS`) into a PNG at `path`, atomically."""
+    with matplotlib.rc_context():  # seaborn's theme for this figure only
+        sns.set_theme(style="whitegrid", context="notebook")
+        fig = _figure(runs, title)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+
+
+def _figure(runs: pd.DataFrame, title: str | None) -> Figure:
+    pruned = runs[runs["method"] != DENSE]
+    dense = runs[runs["method"] == DENSE]
+    methods = list(dict.fromkeys(pruned["method"]))
+    colors = _colors(methods)
+    variants = [v for v in dict.fromkeys(pruned["variant"]) if v != ORIGINAL]
+    compressions = sorted(set(pruned["requested_compression"]))
+    checked = [m for m in methods if set(pruned[pruned["method"] == m]["variant"]) - {ORIGINAL}]
+    rows = math.ceil(len(checked) / 4)
+    columns = math.ceil(len(checked) / rows) if rows else 1
+    # a Figure with the Agg canvas, not pyplot: no global figure state, no display needed
+    fig = Figure(figsize=(11, 5.6 + 3.3 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    if checked:
+        top, bottom = fig.subfigures(2, 1, height_ratios=[5.6, 3.3 * rows])
+    else:
+        top, bottom = fig, None
+
+    main = top.subplots()
+    originals = pruned[pruned["variant"] == ORIGINAL]
+    _draw_dense(main, dense)
+    for method in methods:
+        group = originals[originals["method"] == method]
+        if group.empty:
+            continue
+        imp = method == IMP
+        _draw_method(
+            main,
+            group,
+            colors[method],
+            "--" if imp else "-",
+            "D" if imp else "o",
+            method,
+            linewidth=2.2 if imp else 1.8,
+        )
+    any_collapsed = _draw_collapsed(main, originals, colors)
+    _format_axis(main, compressions)
+    main.set_title("every ticket trained under the same budget (mean, band: min to max over seeds)")
+    handles, labels = main.get_legend_handles_labels()
+    if any_collapsed:
+        handles.append(Line2D([], [], color="0.2", marker="x", linestyle="", markersize=8))
+        labels.append("collapsed run")
+    main.legend(handles, labels, fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+    if bottom is not None:
+        axes = bottom.subplots(rows, columns, sharey=True, squeeze=False).flatten()
+        for ax, method in zip(axes, checked, strict=False):
+            _draw_dense(ax, dense)
+            for variant in [ORIGINAL, *variants]:
+                group = pruned[(pruned["method"] == method) & (pruned["variant"] == variant)]
+                if group.empty:
+                    continue
+                if variant == ORIGINAL:
+                    _draw_method(ax, group, colors[method], "-", "o", None, linewidth=2.2)
+                else:
+                    color = VARIANT_COLORS.get(variant, "0.4")
+                    style, marker = VARIANT_STYLES.get(variant, ":"), VARIANT_MARKERS.get(variant)
+                    _draw_method(ax, group, color, style, marker, None)
+            _draw_collapsed(ax, pruned[pruned["method"] == method], colors)
+            _format_axis(ax, compressions, small=True)
+            ax.set_title(method, fontsize="medium")
+            if ax.get_subplotspec().colspan.start:
+                ax.set_ylabel("")
+        for ax in axes[len(checked) :]:
+            ax.set_visible(False)
+        legend = [Line2D([], [], color="0.45", linewidth=1.2, label="dense")]
+        legend += [Line2D([], [], color="0.2", linewidth=2.2, marker="o", label="original")]
+        legend += [
+            Line2D(
+                [],
+                [],
+                color=VARIANT_COLORS.get(v, "0.4"),
+                linestyle=VARIANT_STYLES.get(v, ":"),
+                marker=VARIANT_MARKERS.get(v),
+                label=v,
+            )
+            for v in variants
+        ]
+        bottom.legend(handles=legend, loc="outside right center", fontsize="small")
+        bottom.suptitle("sanity checks (Frankle et al. 2021): the same method's mask ablated")
+    if title:
+        fig.suptitle(title, fontweight="bold")
+    return fig
