@@ -62,9 +62,15 @@ def machine_description(device: torch.device | str | None = None) -> str:
 
 
 def current_command() -> str:
-    """The command line of this process, as a user would type it."""
-    program = Path(sys.argv[0]).name
-    return shlex.join([program, *sys.argv[1:]])
+    """The command line of this process, as a user would type it from the current folder."""
+    script = Path(sys.argv[0])
+    if script.suffix == ".py":
+        try:
+            script = script.resolve().relative_to(Path.cwd())
+        except ValueError:
+            pass
+        return shlex.join(["python", str(script), *sys.argv[1:]])
+    return shlex.join([script.name, *sys.argv[1:]])
 
 
 def provenance_markdown(
