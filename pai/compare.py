@@ -90,8 +90,6 @@ EXTRA_COLUMNS: tuple[str, ...] = (
 # Sanity checks draw permutations and re-initializations from seeds far from every model seed
 # in use, so that a check's random weights are never another run's initialization.
 SANITY_SEED_BASE = 1 << 21
-# The training subset (`train_per_class`) is the same for every seed and method.
-TRAIN_SUBSET_SEED = 0
 
 
 def method_names() -> list[str]:
@@ -339,11 +337,7 @@ class TicketFinder:
         return self._batches[seed]
 
     def imp_result(self, seed: int) -> ImpResult:
-        """IMP for `seed`, with every requested compression as an exact target (run or resumed).
-
-        IMP's own run identity does not include a training subset, so runs on one are stored
-        in a folder of their own (`imp-train<N>pc`).
-        """
+        """IMP for `seed`, with every requested compression as an exact target (run or resumed)."""
         from pai.imp import ImpConfig, run_imp
 
         if seed not in self._imp:
@@ -358,11 +352,14 @@ class TicketFinder:
                 scope=self.config.scope,
                 rewind=options["rewind"],
                 targets=tuple(options["targets"]),
+                train_per_class=self.config.train_per_class,
             )
-            subset = self.config.train_per_class
-            folder = self.store / (f"imp-train{subset}pc" if subset else "imp")
             self._imp[seed] = run_imp(
-                imp_config, folder, data=self.data, device=self.device, progress=self.progress
+                imp_config,
+                self.store / "imp",
+                data=self.data,
+                device=self.device,
+                progress=self.progress,
             )
         return self._imp[seed]
 
@@ -637,15 +634,12 @@ def write_runs_csv(specs: Iterable[RunSpec], store: Path, out: Path) -> pd.DataF
 
 def load_data(config: CompareConfig, data_root: str | Path | None, device: torch.device):
     """The dataset on `device`; with `train_per_class`, its training split is the fixed subset."""
-    from pai.data import Dataset, Split, class_balanced_subset, load_dataset
+    from pai.data import load_dataset, training_subset
 
     data = load_dataset(config.dataset, root=data_root, device=device)
     if config.train_per_class is None:
         return data
-    generator = torch.Generator().manual_seed(TRAIN_SUBSET_SEED)
-    x, y = class_balanced_subset(data.train, config.train_per_class, generator)
-    train_split = Split(x, y, data.train.num_classes, data.train.pad_value)
-    return Dataset(spec=data.spec, root=data.root, train=train_split, test=data.test)
+    return training_subset(data, config.train_per_class)
 
 
 def _row_line(index: int, count: int, spec: RunSpec, row: Mapping[str, Any]) -> str:

@@ -203,6 +203,18 @@ def class_balanced_subset(
     return split.x[index], split.y[index]
 
 
+def training_subset(data: Dataset, per_class: int, seed: int = 0) -> Dataset:
+    """`data` with its training split cut to a fixed class-balanced subset of `per_class` each.
+
+    For reduced budgets: every method, IMP level and seed trains on the same examples
+    (`class_balanced_subset` with a generator seeded by `seed`, 0 by default).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    x, y = class_balanced_subset(data.train, per_class, generator)
+    train = Split(x, y, data.train.num_classes, data.train.pad_value)
+    return Dataset(spec=data.spec, root=data.root, train=train, test=data.test)
+
+
 # --- files on disk -------------------------------------------------------------------------
 
 

@@ -260,7 +260,9 @@ class ImpConfig:
 
     `rewind` is the step survivors are reset to with `reset="rewind"` (a bare whole number
     counts iterations). `targets` are compressions reached exactly (see `pruning_plan`).
-    `controls` trains, at every level > 0, the same mask from a random re-initialization
+    `train_per_class`, when set, trains every level on the fixed class-balanced subset of
+    that many training examples per class (`pai.data.training_subset`). `controls` trains,
+    at every level > 0, the same mask from a random re-initialization
     (`reinit`) and a random mask with the same layerwise densities from the same start weights
     (`shuffle`); they are separate runs, so adding them later reuses every finished level.
     """
@@ -277,8 +279,11 @@ class ImpConfig:
     output_half_rate: bool = False
     targets: tuple[float, ...] = ()
     controls: tuple[str, ...] = ()
+    train_per_class: int | None = None
 
     def __post_init__(self) -> None:
+        if self.train_per_class is not None and self.train_per_class < 1:
+            raise PaiError(f"train_per_class must be >= 1, got {self.train_per_class!r}")
         unknown = [c for c in self.controls if c not in CONTROLS]
         if unknown:
             raise unknown_name("control", unknown[0], CONTROLS)
@@ -431,15 +436,26 @@ def run_imp(
     final.pt, metrics.json, history.csv, COMPLETE last); its controls are `level-LL-reinit/`
     and `level-LL-shuffle/`. A rerun starts after the last complete level (retraining the ones
     after it and their controls) and trains only missing controls. `data` (a loaded
-    `pai.data.Dataset`) is used as given; otherwise the dataset is loaded once onto `device`.
+    `pai.data.Dataset`, already cut to `config.train_per_class` when that is set) is used as
+    given; otherwise the dataset is loaded once onto `device`.
     `levels.csv` holds one row per level.
     """
-    from pai.data import load_dataset
+    from pai.data import load_dataset, training_subset
     from pai.models import build_model
     from pai.sanity import reinitialize, shuffle_within_layers
 
     if data is None:
         data = load_dataset(config.dataset, root=data_root, device=device)
+        if config.train_per_class is not None:
+            data = training_subset(data, config.train_per_class)
+    elif config.train_per_class is not None and (
+        len(data.train) != config.train_per_class * data.spec.num_classes
+    ):
+        raise PaiError(
+            f"data has {len(data.train)} training examples, but train_per_class="
+            f"{config.train_per_class} needs {config.train_per_class * data.spec.num_classes}; "
+            "pass pai.data.training_subset(data, train_per_class)"
+        )
     device = data.train.x.device
     model = build_model(config.model, config.dataset, seed=config.model_seed).to(device)
     sizes = {name: p.numel() for name, p in prunable_parameters(model).items()}

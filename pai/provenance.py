@@ -6,6 +6,7 @@ measured and run it again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shlex
@@ -65,10 +66,8 @@ def current_command() -> str:
     """The command line of this process, as a user would type it from the current folder."""
     script = Path(sys.argv[0])
     if script.suffix == ".py":
-        try:
+        with contextlib.suppress(ValueError):
             script = script.resolve().relative_to(Path.cwd())
-        except ValueError:
-            pass
         return shlex.join(["python", str(script), *sys.argv[1:]])
     return shlex.join([script.name, *sys.argv[1:]])
 

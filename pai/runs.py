@@ -25,6 +25,7 @@ class TrainRunConfig:
     model_seed: int
     train: TrainConfig
     masks_sha256: str | None = None
+    train_per_class: int | None = None
 
 
 def masks_digest(masks: Masks) -> str:
@@ -45,30 +46,39 @@ def train_run(
     *,
     model_seed: int = 0,
     masks: Masks | None = None,
+    train_per_class: int | None = None,
     data_root: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
 ) -> tuple[Run, bool]:
     """Train a zoo model and store the run; returns (run, whether it ran now).
 
-    A finished run with the same config is not trained again. The directory holds
+    A finished run with the same config is not trained again. `train_per_class` trains on the
+    fixed class-balanced subset of that many examples per class (`pai.data.training_subset`). The directory holds
     `config.json`, `metrics.json`, `history.csv`, `masks.pt` (when masked), `final.pt` and
     the `COMPLETE` marker, written last.
     """
-    from pai.data import load_dataset
+    from pai.data import load_dataset, training_subset
     from pai.models import build_model
 
     run = Run(
         out,
         "train",
         TrainRunConfig(
-            model_name, dataset_name, model_seed, config, masks_digest(masks) if masks else None
+            model_name,
+            dataset_name,
+            model_seed,
+            config,
+            masks_digest(masks) if masks else None,
+            train_per_class,
         ),
     )
     if run.complete:
         return run, False
     model = build_model(model_name, dataset_name, seed=model_seed)
     data = load_dataset(dataset_name, root=data_root, device=device)
+    if train_per_class is not None:
+        data = training_subset(data, train_per_class)
     run.start()
     result = train(model, data, config, masks=masks, device=data.train.x.device, progress=progress)
     if masks is not None:

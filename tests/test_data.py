@@ -23,6 +23,7 @@ from pai.data import (
     load_dataset,
     random_crop_flip,
     resolve_data_root,
+    training_subset,
 )
 from pai.datasets import dataset_spec
 from pai.errors import DataNotFoundError, PaiError
@@ -367,3 +368,12 @@ def test_class_balanced_subset_on_real_data(real) -> None:
     x, y = class_balanced_subset(real.train, 10, generator(0))
     assert x.shape == (100, 1, 28, 28)
     assert torch.equal(torch.bincount(y.cpu(), minlength=10), torch.full((10,), 10))
+
+
+def test_training_subset_cuts_only_the_training_split(data_root):
+    data = load_dataset("mnist", root=data_root, device="cpu")
+    subset = training_subset(data, 7)
+    assert len(subset.train) == 70 and len(subset.test) == 10000
+    assert torch.equal(torch.bincount(subset.train.y), torch.full((10,), 7))
+    again = training_subset(data, 7)
+    assert torch.equal(subset.train.x, again.train.x)

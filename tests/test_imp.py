@@ -370,3 +370,17 @@ def test_cli_rejects_bad_flags_with_exit_code_2(tmp_path, flags):
         code = main([*argv, "--out", str(tmp_path), *flags])
         raise SystemExit(code)
     assert exit_info.value.code == 2
+
+
+def test_imp_on_a_training_subset_checks_the_data_it_is_given(data_root):
+    config = ImpConfig(
+        "lenet300",
+        "mnist",
+        TrainConfig(budget="2it", batch_size=50),
+        levels=1,
+        train_per_class=5,
+    )
+    assert config.identity()["train_per_class"] == 5
+    full = load_dataset("mnist", root=data_root, device="cpu")
+    with pytest.raises(PaiError, match="training_subset"):
+        run_imp(config, "unused", data=full)

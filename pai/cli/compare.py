@@ -96,13 +96,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="examples per class in the scoring batch of data-driven scorers (default 10)",
     )
     parser.add_argument(
-        "--train-per-class",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="train (and search) on a fixed class-balanced subset of N examples per class",
-    )
-    parser.add_argument(
         "--imp-rate",
         type=_rate,
         default=0.2,

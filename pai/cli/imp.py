@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         output_half_rate=args.output_half_rate,
         targets=tuple(args.targets),
         controls=tuple(args.controls),
+        train_per_class=args.train_per_class,
     )
     result = run_imp(config, args.out, data_root=args.data_root, device=resolve_device(args.device))
     table = result.table()

@@ -45,6 +45,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="random crop and flip on training batches (default: on for CIFAR only)",
     )
     parser.add_argument(
+        "--train-per-class",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train (and search) on a fixed class-balanced subset of N examples per class",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seeds the initialization and data order"
     )
     add_data_root(parser)
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         model_seed=args.seed,
         masks=masks,
+        train_per_class=args.train_per_class,
         data_root=args.data_root,
         device=resolve_device(args.device),
     )
