@@ -75,3 +75,15 @@ def test_run_is_complete_only_after_finish_and_restart_clears(tmp_path):
     assert again.read_json("config.json")["kind"] == "train"
     again.finish()
     assert Run(tmp_path, "train", TrainConfig()).complete
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from pai.atomic import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "x.txt", "hello")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert path.read_text() == "hello"

@@ -12,7 +12,16 @@ from pai import __version__
 from pai.errors import PaiError
 
 # Subcommand modules under pai.cli, in the order `pai --help` lists them.
-COMMANDS: tuple[str, ...] = ("models", "datasets", "train", "scorers", "prune", "collapse", "imp")
+COMMANDS: tuple[str, ...] = (
+    "models",
+    "datasets",
+    "train",
+    "scorers",
+    "prune",
+    "collapse",
+    "imp",
+    "compare",
+)
 
 
 class _OneLineParser(argparse.ArgumentParser):
