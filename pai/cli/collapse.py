@@ -23,8 +23,10 @@ from pai.atomic import atomic_write_text
 from pai.cli.common import (
     add_data_root,
     add_device,
+    add_model_and_dataset,
     comma_list,
     compression,
+    compression_list,
     positive_int,
 )
 from pai.cli.prune import scoring_batches
@@ -56,11 +58,6 @@ CSV_COLUMNS = (
 DEFAULT_SCORERS = "random,magnitude,snip,grasp,synflow"
 
 
-def _compressions(text: str) -> list[float]:
-    """argparse type: comma-separated compression ratios, each >= 1."""
-    return [compression(item) for item in comma_list()(text)]
-
-
 def _resolution(text: str) -> float:
     """argparse type: a positive number of decades."""
     try:
@@ -84,8 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "layer_density.png and alive_layers.png into --out."
         ),
     )
-    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
-    parser.add_argument("--dataset", required=True, help="dataset the model is shaped for")
+    add_model_and_dataset(parser)
     parser.add_argument(
         "--scorers",
         type=comma_list(),
@@ -98,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for the table and figures")
     parser.add_argument(
         "--compressions",
-        type=_compressions,
+        type=compression_list,
         default=[],
         help="also tabulate collapse and effective compression at these, e.g. 10,100,1000",
     )

@@ -6,6 +6,14 @@ import argparse
 import math
 
 
+def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:
+    """`--model M --dataset D`, both required."""
+    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
+    parser.add_argument(
+        "--dataset", required=True, help="dataset the model is shaped for (see `pai datasets`)"
+    )
+
+
 def add_data_root(parser: argparse.ArgumentParser) -> None:
     """`--data-root DIR` (else $PAI_DATA_ROOT, else the per-user cache)."""
     parser.add_argument(
@@ -70,3 +78,16 @@ def comma_list(choices: tuple[str, ...] | None = None):
         return items
 
     return parse
+
+
+def compression_list(text: str) -> list[float]:
+    """argparse type: comma-separated compression ratios, each >= 1, e.g. 10,100."""
+    return [compression(item) for item in comma_list()(text)]
+
+
+def pruning_rate(text: str) -> float:
+    """argparse type: a fraction strictly between 0 and 1."""
+    value = non_negative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"rate {text!r} must be between 0 and 1 (exclusive)")
+    return value

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from pai.cli.common import comma_list, compression, non_negative_float, positive_int
+from pai.cli.common import (
+    add_model_and_dataset,
+    comma_list,
+    compression_list,
+    non_negative_float,
+    positive_int,
+    pruning_rate,
+)
 from pai.cli.train import add_training_arguments, training_config
 from pai.compare import SANITY_CHECKS, CompareConfig, run_comparison
 from pai.devices import resolve_device
@@ -20,19 +27,6 @@ from pai.tables import summarize, summary_markdown
 EARLYBIRD = "earlybird"  # the scorer the --eb-* flags configure
 EB_MODES = ("magnitude", "bn-channel")
 EB_RESTARTS = ("trained", "init")
-
-
-def _compressions(text: str) -> list[float]:
-    """argparse type: comma-separated compression ratios, each >= 1."""
-    return [compression(item) for item in comma_list()(text)]
-
-
-def _rate(text: str) -> float:
-    """argparse type: a pruning rate strictly between 0 and 1."""
-    value = non_negative_float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"rate {text!r} must be between 0 and 1 (exclusive)")
-    return value
 
 
 def _epsilon(text: str) -> float:
@@ -61,8 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "same budget, and write runs.csv, summary.md and accuracy_vs_compression.png."
         ),
     )
-    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
-    parser.add_argument("--dataset", required=True, help="dataset name (see `pai datasets`)")
+    add_model_and_dataset(parser)
     parser.add_argument(
         "--methods",
         type=comma_list(),
@@ -71,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--compressions",
-        type=_compressions,
+        type=compression_list,
         required=True,
         help="comma-separated compression ratios, e.g. 2,4,8,16 (10 keeps 10%% of the weights)",
     )
@@ -97,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--imp-rate",
-        type=_rate,
+        type=pruning_rate,
         default=0.2,
         help="IMP's pruning rate per level between the targets (default 0.2)",
     )

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from pai.cli.common import comma_list, compression, non_negative_float
+from pai.cli.common import (
+    add_model_and_dataset,
+    comma_list,
+    compression_list,
+    pruning_rate,
+)
 from pai.cli.train import add_training_arguments, training_config
 from pai.devices import resolve_device
 from pai.imp import CONTROLS, RESETS, ImpConfig, run_imp
@@ -18,19 +23,6 @@ def _whole_number(text: str) -> int:
     return int(text)
 
 
-def _rate(text: str) -> float:
-    """argparse type: a fraction strictly between 0 and 1."""
-    value = non_negative_float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"rate {text!r} must be between 0 and 1 (exclusive)")
-    return value
-
-
-def _compressions(text: str) -> list[float]:
-    """argparse type: comma-separated compressions, e.g. 10,100."""
-    return [compression(item) for item in comma_list()(text)]
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "imp",
@@ -41,14 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "OUT/imp-<hash>/level-NN and an interrupted run resumes after its last finished level."
         ),
     )
-    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
-    parser.add_argument("--dataset", required=True, help="dataset name (see `pai datasets`)")
+    add_model_and_dataset(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="run store directory")
     parser.add_argument(
         "--levels", type=_whole_number, default=20, help="pruning levels after the dense one"
     )
     parser.add_argument(
-        "--rate", type=_rate, default=0.2, help="fraction of the live weights pruned per level"
+        "--rate",
+        type=pruning_rate,
+        default=0.2,
+        help="fraction of the live weights pruned per level",
     )
     parser.add_argument(
         "--scope",
@@ -77,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--targets",
-        type=_compressions,
+        type=compression_list,
         default=[],
         metavar="C1,C2",
         help="compressions to reach exactly, e.g. 10,100 (a level is added for each)",

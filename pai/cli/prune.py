@@ -8,7 +8,13 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from pai.cli.common import add_data_root, add_device, compression, positive_int
+from pai.cli.common import (
+    add_data_root,
+    add_device,
+    add_model_and_dataset,
+    compression,
+    positive_int,
+)
 from pai.data import class_balanced_subset, load_dataset
 from pai.devices import resolve_device
 from pai.masks import SCOPES, Masks
@@ -27,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "seeded, un-augmented class-balanced subset of the training split."
         ),
     )
-    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
-    parser.add_argument("--dataset", required=True, help="dataset name (see `pai datasets`)")
+    add_model_and_dataset(parser)
     parser.add_argument("--scorer", required=True, help="scorer name (see `pai scorers`)")
     parser.add_argument(
         "--compression",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from pai.cli.common import add_data_root, add_device, non_negative_float, positive_int
+from pai.cli.common import (
+    add_data_root,
+    add_device,
+    add_model_and_dataset,
+    non_negative_float,
+    positive_int,
+)
 from pai.devices import resolve_device
 from pai.masks import Masks
 from pai.runs import train_run
@@ -86,8 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model, dense or under a mask",
         description="Train a zoo model (dense, or with a mask file) and store the run in --out.",
     )
-    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
-    parser.add_argument("--dataset", required=True, help="dataset name (see `pai datasets`)")
+    add_model_and_dataset(parser)
     parser.add_argument("--masks", default=None, metavar="FILE", help="mask file (masks.pt)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run store directory")
     add_training_arguments(parser)
