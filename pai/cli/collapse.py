@@ -24,6 +24,7 @@ from pai.cli.common import (
     add_data_root,
     add_device,
     add_model_and_dataset,
+    add_scoring_arguments,
     comma_list,
     compression,
     compression_list,
@@ -41,9 +42,9 @@ from pai.collapse_plots import plot_alive_layers, plot_layer_density
 from pai.datasets import DATASETS, DatasetSpec, dataset_spec
 from pai.devices import resolve_device
 from pai.errors import PaiError
-from pai.masks import SCOPES, Masks
+from pai.masks import Masks
 from pai.models import build_model
-from pai.pruning import SCHEDULES, prune
+from pai.pruning import prune
 from pai.registry import Scorer, get_scorer
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=100.0,
         help="compression of the per-layer density figure (default 100; first seed's masks)",
     )
-    parser.add_argument("--scope", choices=SCOPES, default="global")
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=None,
-        help="pruning rounds for every scorer (default: each scorer's own, e.g. SynFlow 100)",
-    )
-    parser.add_argument("--schedule", choices=SCHEDULES, default="exponential")
     parser.add_argument(
         "--resolution",
         type=_resolution,
@@ -131,12 +124,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="search for iterative scorers (default scan: no monotonicity assumed)",
     )
     parser.add_argument(
-        "--per-class",
-        type=positive_int,
-        default=10,
-        help="training examples per class for scorers that need data (default 10)",
-    )
-    parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="scoring batch size (default 256)"
     )
     parser.add_argument(
@@ -149,6 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "model's size and a single channel is repeated"
         ),
     )
+    add_scoring_arguments(parser)
     add_data_root(parser)
     add_device(parser)
     parser.set_defaults(func=run)

@@ -5,12 +5,37 @@ from __future__ import annotations
 import argparse
 import math
 
+from pai.masks import SCOPES
+from pai.pruning import SCHEDULES
+
 
 def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:
     """`--model M --dataset D`, both required."""
     parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
     parser.add_argument(
         "--dataset", required=True, help="dataset the model is shaped for (see `pai datasets`)"
+    )
+
+
+def add_scoring_arguments(parser: argparse.ArgumentParser, *, rounds: bool = True) -> None:
+    """`--scope`, `--per-class` and, with `rounds`, `--rounds` and `--schedule` for pruning."""
+    parser.add_argument(
+        "--scope", choices=SCOPES, default="global", help="rank all layers together or each alone"
+    )
+    if rounds:
+        parser.add_argument(
+            "--rounds",
+            type=positive_int,
+            default=None,
+            help="pruning rounds (default: each scorer's own, e.g. SynFlow 100)",
+        )
+        parser.add_argument("--schedule", choices=SCHEDULES, default="exponential")
+    parser.add_argument(
+        "--per-class",
+        type=positive_int,
+        default=10,
+        help="training examples per class in the scoring batch of scorers that need data "
+        "(default 10)",
     )
 
 

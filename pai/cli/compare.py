@@ -11,6 +11,7 @@ import argparse
 
 from pai.cli.common import (
     add_model_and_dataset,
+    add_scoring_arguments,
     comma_list,
     compression_list,
     non_negative_float,
@@ -20,7 +21,6 @@ from pai.cli.common import (
 from pai.cli.train import add_training_arguments, training_config
 from pai.compare import SANITY_CHECKS, CompareConfig, run_comparison
 from pai.devices import resolve_device
-from pai.masks import SCOPES
 from pai.steps import Step
 from pai.tables import summarize, summary_markdown
 
@@ -81,13 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         help="sanity checks to add as rows: shuffle, reinit, invert (Frankle et al. 2021)",
     )
-    parser.add_argument("--scope", choices=SCOPES, default="global", help="ranking scope")
-    parser.add_argument(
-        "--per-class",
-        type=positive_int,
-        default=10,
-        help="examples per class in the scoring batch of data-driven scorers (default 10)",
-    )
+    add_scoring_arguments(parser, rounds=False)
     parser.add_argument(
         "--imp-rate",
         type=pruning_rate,

@@ -12,14 +12,15 @@ from pai.cli.common import (
     add_data_root,
     add_device,
     add_model_and_dataset,
+    add_scoring_arguments,
     compression,
     positive_int,
 )
 from pai.data import class_balanced_subset, load_dataset
 from pai.devices import resolve_device
-from pai.masks import SCOPES, Masks
+from pai.masks import Masks
 from pai.models import build_model
-from pai.pruning import SCHEDULES, check_scores_without_training, prune
+from pai.pruning import check_scores_without_training, prune
 from pai.registry import get_scorer
 
 
@@ -41,19 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         help="prunable weights / kept weights, e.g. 10 keeps 10%%",
     )
-    parser.add_argument("--scope", choices=SCOPES, default="global")
-    parser.add_argument(
-        "--rounds", type=positive_int, default=None, help="pruning rounds (default: the scorer's)"
-    )
-    parser.add_argument("--schedule", choices=SCHEDULES, default="exponential")
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds the initialization, data subset and scorer"
-    )
-    parser.add_argument(
-        "--per-class",
-        type=positive_int,
-        default=10,
-        help="training examples per class for scorers that need data (default 10)",
     )
     parser.add_argument(
         "--batch-size",
@@ -61,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=256,
         help="scoring batch size; the loss is the mean over all examples either way",
     )
+    add_scoring_arguments(parser)
     add_data_root(parser)
     add_device(parser)
     parser.add_argument("--out", required=True, type=Path, help="mask file to write (masks.pt)")
