@@ -46,7 +46,7 @@ from pai.masks import SCOPES, Masks
 from pai.steps import Step
 from pai.store import Run, canonical
 from pai.tickets import SearchCost, Ticket
-from pai.training import TrainConfig, train
+from pai.training import TrainConfig, state_copy, train
 
 if TYPE_CHECKING:
     from pai.imp import ImpResult
@@ -293,7 +293,7 @@ def _masked_state(
     if state is not None:
         model.load_state_dict(state)
     masks.apply(model)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return state_copy(model)
 
 
 class TicketFinder:
@@ -387,7 +387,7 @@ class TicketFinder:
             model = self.build(spec.seed)
             model.load_state_dict(original.ticket.state)
             fresh = reinitialize(model, original.ticket.masks, sanity_seed)
-            state = {k: v.detach().clone() for k, v in fresh.state_dict().items()}
+            state = state_copy(fresh)
             return FoundTicket(Ticket(original.ticket.masks, state, original.ticket.cost))
         if spec.variant == "shuffle":
             generator = torch.Generator().manual_seed(sanity_seed)

@@ -44,7 +44,7 @@ from pai.masks import SCOPES, Masks, keep_topk, kept_count, prunable_parameters
 from pai.steps import Step
 from pai.store import MARKER, Run, canonical, config_hash
 from pai.tickets import SearchCost, Ticket
-from pai.training import TrainConfig, TrainResult, lr_multiplier, train
+from pai.training import TrainConfig, TrainResult, lr_multiplier, state_copy, train
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,6 @@ CONTROL_SEED_BASE = 1 << 20
 
 def _round_half_up(value: float) -> int:
     return math.floor(value + 0.5)
-
-
-def _step_text(value: str | int) -> str:
-    """A canonical step string; a bare whole number (int or digits) counts iterations."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    return str(Step.parse(value))
 
 
 def _check_schedule(
@@ -288,7 +281,7 @@ class ImpConfig:
         if unknown:
             raise unknown_name("control", unknown[0], CONTROLS)
         set_field = object.__setattr__  # normalizing a frozen dataclass's own fields
-        set_field(self, "rewind", _step_text(self.rewind))
+        set_field(self, "rewind", Step.canonical(self.rewind))
         set_field(self, "targets", tuple(sorted({float(t) for t in self.targets})))
         set_field(self, "controls", tuple(c for c in CONTROLS if c in set(self.controls)))
         if self.reset not in RESETS:
@@ -403,10 +396,6 @@ def _level_name(level: int, control: str | None = None) -> str:
     return f"level-{level:02d}" + (f"-{control}" if control else "")
 
 
-def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
 def _finetune_config(config: TrainConfig, steps_per_epoch: int) -> TrainConfig:
     """`config` at a constant learning rate: the rate its schedule used on its last step."""
     total = Step.parse(config.budget).iterations(steps_per_epoch)
@@ -503,7 +492,7 @@ def run_imp(
         """Train `net` from its current weights under `masks` into `run` (not finished yet)."""
         run.start()
         masks.save(run.path / "masks.pt")
-        run.save_tensors("start.pt", _cpu_state(net))
+        run.save_tensors("start.pt", state_copy(net, "cpu"))
         result = train(
             net,
             data,
@@ -512,7 +501,7 @@ def run_imp(
             snapshot_at=snapshot_at,
             progress=progress,
         )
-        run.save_tensors("final.pt", _cpu_state(net))
+        run.save_tensors("final.pt", state_copy(net, "cpu"))
         run.write_csv("history.csv", result.history)
         summary = {"level": level, "kept": masks.kept, "compression": masks.compression}
         run.write_json("metrics.json", {**result.metrics, **summary})

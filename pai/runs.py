@@ -11,7 +11,7 @@ import torch
 
 from pai.masks import Masks
 from pai.store import Run
-from pai.training import TrainConfig, train
+from pai.training import TrainConfig, state_copy, train
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def train_run(
     result = train(model, data, config, masks=masks, device=data.train.x.device, progress=progress)
     if masks is not None:
         masks.save(run.path / "masks.pt")
-    run.save_tensors("final.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    run.save_tensors("final.pt", state_copy(model, "cpu"))
     run.write_csv("history.csv", result.history)
     run.write_json("metrics.json", result.metrics)
     run.finish()

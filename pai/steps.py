@@ -33,6 +33,16 @@ class Step:
             raise PaiError(f"bad step {text!r}; write a whole number with a unit: '500it' or '2ep'")
         return cls(int(match.group(1)), match.group(2))
 
+    @classmethod
+    def canonical(cls, value: str | int | Step) -> str:
+        """The step string of `value`, where a bare whole number (as digits too) counts iterations.
+
+        For flags such as `--rewind 0`, where a unit-less count is the natural spelling.
+        """
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        return str(cls.parse(value))
+
     def iterations(self, steps_per_epoch: int) -> int:
         """The number of iterations this step stands for."""
         return self.count * steps_per_epoch if self.unit == "ep" else self.count

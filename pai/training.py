@@ -149,8 +149,9 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def _state_copy(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def state_copy(model: nn.Module, device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """A detached copy of `model`'s state_dict (on `device` if given), safe from later steps."""
+    return {k: v.detach().to(device).clone() for k, v in model.state_dict().items()}
 
 
 def train(
@@ -177,7 +178,7 @@ def train(
     if masks is not None:
         masks.check_model(model)
         masks.apply(model)
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    steps_per_epoch = data.train.num_batches(config.batch_size)
     total = Step.parse(config.budget).iterations(steps_per_epoch)
     eval_every = Step.parse(config.eval_every).iterations(steps_per_epoch)
     snapshot_iterations = {Step.parse(s).iterations(steps_per_epoch): str(s) for s in snapshot_at}
@@ -226,7 +227,7 @@ def train(
         loss_count = 0
 
     if 0 in snapshot_iterations:
-        result.snapshots[snapshot_iterations[0]] = _state_copy(model)
+        result.snapshots[snapshot_iterations[0]] = state_copy(model)
     model.train()
     try:
         while iteration < total and not result.stopped_early:
@@ -247,7 +248,7 @@ def train(
                 iteration += 1
                 bar.update(1)
                 if iteration in snapshot_iterations:
-                    result.snapshots[snapshot_iterations[iteration]] = _state_copy(model)
+                    result.snapshots[snapshot_iterations[iteration]] = state_copy(model)
                 if iteration % eval_every == 0 or iteration == total:
                     record()
                 if iteration == total:

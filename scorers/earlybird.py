@@ -30,7 +30,7 @@ from pai.errors import PaiError, unknown_name
 from pai.masks import Masks, Scope, keep_topk, kept_count, prunable_parameters
 from pai.registry import Scorer, ScoringContext
 from pai.tickets import SearchCost, Ticket
-from pai.training import TrainConfig, train
+from pai.training import TrainConfig, state_copy, train
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,6 @@ def _draw(model: nn.Module, compression: float, scope: Scope, mode: str) -> Mask
     return magnitude_mask(model, compression, scope)
 
 
-def _state_copy(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 class EarlyBirdScorer(Scorer):
     """Early-bird tickets (You et al. 2020): the training-time mask, taken once it stops changing.
 
@@ -220,7 +216,7 @@ class EarlyBirdScorer(Scorer):
             raise PaiError("early-bird bn-channel mode ranks channels globally; use scope='global'")
 
         work = copy.deepcopy(model)
-        initial = _state_copy(work)
+        initial = state_copy(work)
         history: deque[Masks] = deque(maxlen=WINDOW)
         distances: list[float] = []
         drawn = 0
@@ -266,7 +262,7 @@ class EarlyBirdScorer(Scorer):
         masks = history[-1]
         if transform is not None:
             masks = transform(masks)
-        state = _state_copy(work) if restart == "trained" else initial
+        state = state_copy(work) if restart == "trained" else initial
         start = copy.deepcopy(model)
         start.load_state_dict(state)
         masks = masks.to(next(start.parameters()).device)
@@ -277,5 +273,5 @@ class EarlyBirdScorer(Scorer):
             scoring_passes=drawn,
         )
         return EarlyBirdTicket(
-            masks, _state_copy(start), cost, converged=converged, distances=distances
+            masks, state_copy(start), cost, converged=converged, distances=distances
         )

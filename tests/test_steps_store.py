@@ -21,6 +21,14 @@ def test_step_parses_units():
     assert str(Step.parse(" 3ep ")) == "3ep"
 
 
+def test_canonical_reads_a_bare_count_as_iterations():
+    assert Step.canonical("0") == "0it"
+    assert Step.canonical(" 500 ") == "500it"
+    assert Step.canonical("2ep") == "2ep"
+    with pytest.raises(PaiError, match="'500it' or '2ep'"):
+        Step.canonical("2 epochs")
+
+
 @pytest.mark.parametrize("bad", ["", "5", "ep", "1.5ep", "-2it", "3 epochs"])
 def test_step_rejects_bad_text(bad):
     with pytest.raises(PaiError, match="'500it' or '2ep'"):

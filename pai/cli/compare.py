@@ -39,9 +39,8 @@ def _epsilon(text: str) -> float:
 
 def _step(text: str) -> str:
     """argparse type: a step such as 0, 500it or 2ep (a bare number counts iterations)."""
-    value = int(text) if text.strip().isdigit() else text
     try:
-        return str(Step.parse(value))
+        return Step.canonical(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
