@@ -328,12 +328,10 @@ class TicketFinder:
 
     def scoring_batches(self, seed: int) -> list[tuple[Tensor, Tensor]]:
         """The seeded class-balanced scoring subset of the training split, as one batch."""
-        from pai.data import class_balanced_subset
+        from pai.data import scoring_batches
 
         if seed not in self._batches:
-            generator = torch.Generator().manual_seed(seed)
-            x, y = class_balanced_subset(self.data.train, self.config.per_class, generator)
-            self._batches[seed] = [(x, y)]
+            self._batches[seed] = scoring_batches(self.data.train, self.config.per_class, seed)
         return self._batches[seed]
 
     def imp_result(self, seed: int) -> ImpResult:

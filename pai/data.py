@@ -203,6 +203,17 @@ def class_balanced_subset(
     return split.x[index], split.y[index]
 
 
+def scoring_batches(
+    split: Split, per_class: int, seed: int, batch_size: int | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """The scoring data of SNIP-like scorers: `class_balanced_subset` drawn with `seed`, as a
+    list of batches of `batch_size` (one batch when None)."""
+    x, y = class_balanced_subset(split, per_class, torch.Generator().manual_seed(seed))
+    if batch_size is None:
+        return [(x, y)]
+    return list(zip(x.split(batch_size), y.split(batch_size), strict=True))
+
+
 def training_subset(data: Dataset, per_class: int, seed: int = 0) -> Dataset:
     """`data` with its training split cut to a fixed class-balanced subset of `per_class` each.
 

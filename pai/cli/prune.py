@@ -16,7 +16,8 @@ from pai.cli.common import (
     compression,
     positive_int,
 )
-from pai.data import class_balanced_subset, load_dataset
+from pai.data import load_dataset
+from pai.data import scoring_batches as data_scoring_batches
 from pai.devices import resolve_device
 from pai.masks import Masks
 from pai.models import build_model
@@ -66,8 +67,7 @@ def scoring_batches(
     The split is read on the CPU: only the subset moves to the scoring device.
     """
     train = load_dataset(dataset, root=data_root, device="cpu").train
-    x, y = class_balanced_subset(train, per_class, torch.Generator().manual_seed(seed))
-    return list(zip(x.split(batch_size), y.split(batch_size), strict=True))
+    return data_scoring_batches(train, per_class, seed, batch_size)
 
 
 def layer_table(masks: Masks) -> list[dict[str, object]]:
