@@ -124,6 +124,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
         summary["test_accuracy"] = 100 * summary["test_accuracy"]
         summary = summary.rename(columns={"test_accuracy": "final test acc. %"})
     # A run the comparison did not train (no such sanity check there) has no accuracy: blank.
+    summary = summary.astype(object).where(summary.notna(), None)
     return summary.to_markdown(index=False, floatfmt=".3g", missingval="") + "\n"
 
 

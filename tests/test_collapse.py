@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+import shlex
 
 import pandas as pd
 import pytest
@@ -404,6 +405,8 @@ def test_cli_writes_table_csv_and_figures(tmp_path, data_root, capsys):
     for figure in ("layer_density.png", "alive_layers.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     assert "magnitude" in capsys.readouterr().out
+    provenance = (out / "PROVENANCE.md").read_text()
+    assert f"- command: `pai {shlex.join(argv)}`" in provenance and "- wall time: " in provenance
 
 
 def test_cli_without_dataset_files_names_the_missing_data(tmp_path, capsys):

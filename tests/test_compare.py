@@ -63,6 +63,14 @@ def test_runs_csv_has_the_required_columns_first_and_one_row_per_run(comparison)
     assert dense["compression"] == 1 and dense["test_accuracy"] > 0.6
 
 
+def test_the_output_folder_says_how_it_was_produced(comparison):
+    provenance = (comparison / "PROVENANCE.md").read_text()
+    assert "- command: `pai compare --model lenet300 --dataset mnist --steps 20" in provenance
+    for field in ("- commit: ", "- machine: ", "- date: ", "- wall time: "):
+        assert field in provenance
+    assert "runs.csv holds 13 complete runs" in provenance
+
+
 def test_compressions_are_the_true_ones(comparison):
     runs = pd.read_csv(comparison / "runs.csv")
     pruned = runs[runs["method"] != "dense"]

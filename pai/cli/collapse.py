@@ -3,7 +3,8 @@
 For every seed the model is built once from the seed and every scorer prunes that same model;
 scorers that need data all get the same seeded class-balanced batch. Writes into --out:
 collapse.csv (one row per scorer and seed), collapse.md (mean and sd per scorer),
-layer_density.png, alive_layers.png and, with --compressions, fixed_compressions.csv.
+layer_density.png, alive_layers.png, PROVENANCE.md (this command, commit, machine, date, wall
+time) and, with --compressions, fixed_compressions.csv.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pai.devices import resolve_device
 from pai.errors import PaiError
 from pai.masks import Masks
 from pai.models import build_model
+from pai.provenance import write_provenance
 from pai.pruning import prune
 from pai.registry import Scorer, get_scorer
 
@@ -304,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     spec = dataset_spec(args.dataset)
     if args.data_from is not None and not any(s.needs_data for s in scorers):
         log.warning("--data-from is unused: none of %s needs data", ", ".join(args.scorers))
+    started_all = time.perf_counter()
     device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     pruned_at = sorted(set(args.compressions) | {args.density_at})
@@ -387,7 +390,9 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s seed %d: %r", scorer.name, seed, result)
             _write_outputs(args, results, fixed, densities, alive, seed + 1, max_compression)
     summary = _write_outputs(args, results, fixed, densities, alive, args.seeds, max_compression)
+    write_provenance(args.out, args.invocation, time.perf_counter() - started_all, device=device)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {args.out}/collapse.csv, collapse.md, layer_density.png, alive_layers.png"
+    print(f"wrote {args.out}/collapse.csv, collapse.md, layer_density.png, alive_layers.png, "
+          "PROVENANCE.md"
           + (", fixed_compressions.csv" if fixed else ""))  # fmt: skip
     return 0

@@ -1,13 +1,15 @@
 """`pai compare`: every method's ticket trained under one budget, one row per run.
 
 Writes into --out: runs.csv (one row per run), summary.csv and summary.md (mean, sd and n over
-seeds per method, variant and compression) and accuracy_vs_compression.png; run directories go
-to --store (default OUT/runs). A rerun trains only the runs not yet complete.
+seeds per method, variant and compression), accuracy_vs_compression.png and PROVENANCE.md (this
+command, commit, machine, date, wall time); run directories go to --store (default OUT/runs). A
+rerun trains only the runs not yet complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 from pai.cli.common import (
     add_model_and_dataset,
@@ -21,6 +23,7 @@ from pai.cli.common import (
 from pai.cli.train import add_training_arguments, training_config
 from pai.compare import SANITY_CHECKS, CompareConfig, run_comparison
 from pai.devices import resolve_device
+from pai.provenance import write_provenance
 from pai.steps import Step
 from pai.tables import summarize, summary_markdown
 
@@ -116,6 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     train_config = training_config(args)
     options = {}
     if EARLYBIRD in args.methods:
@@ -140,12 +144,17 @@ def run(args: argparse.Namespace) -> int:
         rewind=args.rewind,
         scorer_options=options,
     )
+    device = resolve_device(args.device)
     table = run_comparison(
-        config,
+        config, args.out, store=args.store, data_root=args.data_root, device=device
+    )
+    write_provenance(
         args.out,
-        store=args.store,
-        data_root=args.data_root,
-        device=resolve_device(args.device),
+        args.invocation,
+        time.perf_counter() - started,
+        device=device,
+        notes=f"runs.csv holds {len(table)} complete runs; runs finished by an earlier "
+        "invocation were read from the store, not trained again.",
     )
     if table.empty:
         print("no run finished")
