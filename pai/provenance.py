@@ -50,14 +50,16 @@ def _cpu_name() -> str:
 
 
 def machine_description(device: torch.device | str | None = None) -> str:
-    """CPU, core count, accelerator (if used), Python and torch versions, in one line."""
+    """CPU, core count, torch threads, accelerator (if used), Python and torch versions, in one
+    line. CPU results depend on the thread count (it orders floating-point reductions)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     accelerator = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else "no accelerator used"
     )
     cpu = _cpu_name()
     return (
-        f"{platform.system()} {cpu}, {os.cpu_count()} cores, {accelerator}; "
+        f"{platform.system()} {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+        f"threads, {accelerator}; "
         f"Python {platform.python_version()}, torch {torch.__version__}"
     )
 

@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "collapse",
     "imp",
     "compare",
+    "preset",
 )
 
 

@@ -1,0 +1,75 @@
+"""`pai preset FILE`: run every subcommand of a preset (see `pai.presets`), in order.
+
+Each run is an ordinary `pai` subcommand, so it resumes like one (finished runs are not trained
+again) and writes its own outputs and provenance. The first run that fails stops the preset
+with its exit code; runs already finished stay finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+import torch
+
+from pai.cli.common import add_data_root, add_device
+from pai.presets import load_preset
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preset",
+        help="reproduce a result: run the subcommands of a preset file",
+        description=(
+            "Run the pai subcommands a preset TOML file lists (benchmarks/presets/ holds the "
+            "recipes of the committed results). --data-root and --device are appended to "
+            "every run."
+        ),
+    )
+    parser.add_argument("file", help="preset TOML file")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="NAME", help="run only these runs of the preset"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the commands without running them"
+    )
+    add_data_root(parser)
+    add_device(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pai.cli import main
+
+    preset = load_preset(args.file)
+    runs = preset.select(args.only)
+    extra = []
+    if args.data_root is not None:
+        extra += ["--data-root", str(args.data_root)]
+    if args.device is not None:
+        extra += ["--device", args.device]
+    if args.dry_run:
+        if preset.description:
+            print(f"# {preset.description}")
+        if preset.threads is not None:
+            print(f"# with {preset.threads} torch CPU thread(s)")
+        for preset_run in runs:
+            print("pai " + shlex.join(preset_run.argv(extra)))
+        return 0
+    threads = torch.get_num_threads()
+    if preset.threads is not None:
+        torch.set_num_threads(preset.threads)
+    try:
+        for index, preset_run in enumerate(runs, start=1):
+            argv = preset_run.argv(extra)
+            print(
+                f"[{index}/{len(runs)}] {preset_run.name}: pai {shlex.join(argv)}", file=sys.stderr
+            )
+            code = main(argv)
+            if code != 0:
+                print(f"pai preset: run {preset_run.name!r} exited with {code}", file=sys.stderr)
+                return code
+    finally:
+        torch.set_num_threads(threads)
+    return 0
