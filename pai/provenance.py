@@ -57,10 +57,10 @@ def machine_description(device: torch.device | str | None = None) -> str:
         torch.cuda.get_device_name(device) if device.type == "cuda" else "no accelerator used"
     )
     cpu = _cpu_name()
+    threads = torch.get_num_threads()
     return (
-        f"{platform.system()} {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
-        f"threads, {accelerator}; "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
+        f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch threads: {threads}, "
+        f"{accelerator}; Python {platform.python_version()}, torch {torch.__version__}"
     )
 
 
