@@ -6,10 +6,11 @@ trained values, resets the survivors and trains again. Three resets are implemen
 
 - `rewind` (weight rewinding): survivors take their values at step k of the dense run, k = 0
   being the original initialization (Frankle & Carbin 2019) and k > 0 "late resetting"
-  (Frankle et al. 2019, "Stabilizing the Lottery Ticket Hypothesis"). Every level then trains
-  for the full budget with the learning-rate schedule started afresh. open_lth instead resumes
-  the schedule at k and trains T - k steps; we restart it so that an IMP ticket (mask, step-k
-  weights) is trained exactly as the comparison harness trains every other ticket.
+  (Frankle et al. 2019, "Stabilizing the Lottery Ticket Hypothesis"). By default every level
+  then trains for the full budget with the learning-rate schedule started afresh, so that an
+  IMP ticket (mask, step-k weights) is trained exactly as the comparison harness trains every
+  other ticket. `rewind_schedule="resume"` instead resumes the schedule and the data order at
+  step k and trains the remaining T - k steps, as open_lth and Frankle et al. (2020) do.
 - `lr-rewind` (learning-rate rewinding, Renda et al. 2020): survivors keep their trained values
   and the learning-rate schedule restarts from its beginning for the full budget (their
   rewinding point t = 0).
@@ -49,6 +50,7 @@ from pai.training import TrainConfig, TrainResult, lr_multiplier, state_copy, tr
 log = logging.getLogger(__name__)
 
 RESETS: tuple[str, ...] = ("rewind", "lr-rewind", "finetune")
+REWIND_SCHEDULES: tuple[str, ...] = ("restart", "resume")
 CONTROLS: tuple[str, ...] = ("reinit", "shuffle")
 # Controls draw from seeds far from every model seed in use, so that a control's random
 # initialization or permutation is never another run's initialization.
@@ -252,7 +254,9 @@ class ImpConfig:
     """An IMP experiment; every field but `controls` is part of its identity (hash).
 
     `rewind` is the step survivors are reset to with `reset="rewind"` (a bare whole number
-    counts iterations). `targets` are compressions reached exactly (see `pruning_plan`).
+    counts iterations); `rewind_schedule` is what the pruned levels train from there:
+    `restart` (None, the default: the whole budget from step 0 of the schedule) or `resume`
+    (steps k to T, the schedule and data order resumed at k). `targets` are compressions reached exactly (see `pruning_plan`).
     `train_per_class`, when set, trains every level on the fixed class-balanced subset of
     that many training examples per class (`pai.data.training_subset`). `controls` trains,
     at every level > 0, the same mask from a random re-initialization
@@ -273,6 +277,7 @@ class ImpConfig:
     targets: tuple[float, ...] = ()
     controls: tuple[str, ...] = ()
     train_per_class: int | None = None
+    rewind_schedule: str | None = None  # None: "restart"; a field added after the others
 
     def __post_init__(self) -> None:
         if self.train_per_class is not None and self.train_per_class < 1:
@@ -286,6 +291,17 @@ class ImpConfig:
         set_field(self, "controls", tuple(c for c in CONTROLS if c in set(self.controls)))
         if self.reset not in RESETS:
             raise unknown_name("reset", self.reset, RESETS)
+        if self.rewind_schedule == "restart":
+            set_field(self, "rewind_schedule", None)  # the default, spelled out: same hash
+        if self.rewind_schedule not in (None, "resume"):
+            raise unknown_name("rewind schedule", self.rewind_schedule, REWIND_SCHEDULES)
+        if self.rewind_schedule == "resume" and (
+            self.reset != "rewind" or not Step.parse(self.rewind).count
+        ):
+            raise PaiError(
+                "rewind_schedule='resume' needs reset='rewind' and a rewind step after 0; "
+                f"got reset={self.reset!r}, rewind={self.rewind!r}"
+            )
         if self.reset != "rewind" and Step.parse(self.rewind).count:
             raise PaiError(
                 f"rewind {self.rewind!r} applies only to reset='rewind'; "
@@ -458,10 +474,11 @@ def run_imp(
     )
     steps_per_epoch = data.train.num_batches(config.train.batch_size)
     budget = Step.parse(config.train.budget).iterations(steps_per_epoch)
-    if Step.parse(config.rewind).iterations(steps_per_epoch) > budget:
+    last_rewind = budget - 1 if config.rewind_schedule == "resume" else budget
+    if Step.parse(config.rewind).iterations(steps_per_epoch) > last_rewind:
         raise PaiError(
             f"rewind step {config.rewind} is beyond the training budget {config.train.budget} "
-            f"({budget} iterations); allowed: 0 to {budget} iterations"
+            f"({budget} iterations); allowed: 0 to {last_rewind} iterations"
         )
     pruned_config = config.train
     if config.reset == "finetune":
@@ -500,6 +517,7 @@ def run_imp(
             masks=masks if level > 0 else None,  # level 0 is dense: nothing to enforce
             snapshot_at=snapshot_at,
             progress=progress,
+            start_at=config.rewind if level > 0 and config.rewind_schedule == "resume" else "0it",
         )
         run.save_tensors("final.pt", state_copy(net, "cpu"))
         run.write_csv("history.csv", result.history)

@@ -164,6 +164,7 @@ def train(
     snapshot_at: tuple[str, ...] = (),
     on_epoch_end: EpochCallback | None = None,
     progress: bool | None = None,
+    start_at: str = "0it",
 ) -> TrainResult:
     """Train `model` in place on `data.train` and evaluate on `data.test`.
 
@@ -171,6 +172,13 @@ def train(
     lists steps (`"0it"`, `"500it"`, `"2ep"`) whose weights are copied into the result, for
     rewinding. `on_epoch_end(epoch, model)` may stop training early by returning True.
     `progress` shows a bar (default: when stderr is a terminal).
+
+    `start_at` = k resumes the budget at step k, as open_lth does after rewinding to step k:
+    the learning-rate schedule and the data order are those of a run that began at step 0
+    (the first k batches are drawn, augmentation included, and skipped), training stops at the
+    same budget, so it takes budget - k steps, and the optimizer's state (momentum, Adam's
+    moments) starts empty. History steps count from 0; `steps` and `epochs` in the metrics
+    are those trained here, `start_step` is k.
     """
     device = torch.device(device) if device is not None else data.train.x.device
     model.to(device)
@@ -182,12 +190,22 @@ def train(
     total = Step.parse(config.budget).iterations(steps_per_epoch)
     eval_every = Step.parse(config.eval_every).iterations(steps_per_epoch)
     snapshot_iterations = {Step.parse(s).iterations(steps_per_epoch): str(s) for s in snapshot_at}
+    first = Step.parse(start_at).iterations(steps_per_epoch)
+    if first and first >= total:
+        raise PaiError(
+            f"start step {start_at} leaves nothing to train in the budget {config.budget} "
+            f"({total} iterations); allowed: 0 to {total - 1} iterations"
+        )
+    if first and on_epoch_end is not None:
+        raise PaiError("on_epoch_end needs training from step 0; got start_at=" + str(start_at))
+    early = [s for it, s in snapshot_iterations.items() if it < first]
+    if early:
+        raise PaiError(f"snapshot step {early[0]} comes before the start step {start_at}")
     augment = data.spec.augment if config.augment is None else config.augment
 
     optimizer = _optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_multiplier(config, steps_per_epoch, total)
-    )
+    multiplier = lr_multiplier(config, steps_per_epoch, total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: multiplier(it + first))
     params = dict(model.named_parameters())
     masked = [(params[n], m.to(params[n].dtype)) for n, m in (masks or {}).items()]
     masked_params = [p for p, _ in masked]
@@ -200,9 +218,10 @@ def train(
     loss_count = 0
     last_train_loss = math.nan
     eval_seconds = 0.0
-    iteration, epoch = 0, 0
+    iteration, epoch = first, 0
+    to_skip = first  # batches drawn and skipped so that the data order resumes at step k
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=total, disable=not show, unit="it", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total - first, disable=not show, unit="it", leave=False, dynamic_ncols=True)
 
     def record() -> None:
         nonlocal loss_sum, loss_count, last_train_loss, eval_seconds
@@ -226,12 +245,15 @@ def train(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         loss_count = 0
 
-    if 0 in snapshot_iterations:
-        result.snapshots[snapshot_iterations[0]] = state_copy(model)
+    if first in snapshot_iterations:
+        result.snapshots[snapshot_iterations[first]] = state_copy(model)
     model.train()
     try:
         while iteration < total and not result.stopped_early:
             for x, y in data.train.batches(config.batch_size, generator, augment=augment):
+                if to_skip:
+                    to_skip -= 1
+                    continue
                 with _autocast(device):
                     loss = F.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=False)
@@ -268,8 +290,9 @@ def train(
         "best_test_accuracy": max(row["test_accuracy"] for row in result.history),
         "test_loss": final["test_loss"],
         "train_loss": final["train_loss"],
-        "epochs": iteration / steps_per_epoch,
-        "steps": iteration,
+        "epochs": (iteration - first) / steps_per_epoch,
+        "steps": iteration - first,
+        "start_step": first,
         "wall_seconds": time.perf_counter() - start,
         "eval_seconds": eval_seconds,
         "density": masks.density if masks is not None else 1.0,

@@ -152,6 +152,9 @@ def test_config_normalizes_steps_and_pins_its_hash():
     # controls are separate runs: they do not change where the levels are stored
     assert config.identity() == dataclasses.replace(config, controls=("reinit",)).identity()
     assert config_hash(config.identity()) == "a77b70d49034"
+    # the default rewind schedule spelled out is the same run
+    restart = ImpConfig("lenet300", "mnist", TrainConfig(), rewind=0, rewind_schedule="restart")
+    assert config_hash(restart.identity()) == "a77b70d49034"
 
 
 @pytest.mark.parametrize(
@@ -162,6 +165,9 @@ def test_config_normalizes_steps_and_pins_its_hash():
         {"reset": "finetune", "rewind": "5it"},
         {"targets": (0.5,)},
         {"rewind": "5x"},
+        {"rewind_schedule": "later", "rewind": "5it"},
+        {"rewind_schedule": "resume"},  # resuming at step 0 is restarting
+        {"rewind_schedule": "resume", "rewind": "5it", "reset": "lr-rewind"},
     ],
 )
 def test_config_rejects_bad_values(kwargs):
@@ -198,6 +204,30 @@ def test_imp_rewinds_prunes_by_trained_magnitude_and_never_revives(mnist_small, 
         kept = torch.cat([trained[n][masks[n]].abs() for n in masks])
         dropped = torch.cat([trained[n][before.masks[n] & ~masks[n]].abs() for n in masks])
         assert kept.min() >= dropped.max()
+
+
+def test_resumed_rewinding_trains_the_rest_of_the_budget_on_the_same_schedule(
+    mnist_small, tmp_path
+):
+    every_step = TINY_TRAIN.replace(eval_every="1it")
+    config = ImpConfig(
+        "lenet300", "mnist", every_step, levels=2, rewind="4it", rewind_schedule="resume"
+    )
+    restart = dataclasses.replace(config, rewind_schedule=None)
+    assert imp_path(config, tmp_path) != imp_path(restart, tmp_path)
+    result = run_imp(config, tmp_path, data=mnist_small, progress=False)
+    rewind_state = load(imp_path(config, tmp_path) / "rewind.pt")
+    budget = result.levels[0].metrics["steps"]
+    dense_history = pd.read_csv(result.levels[0].path / "history.csv")
+    for level in result.levels[1:]:
+        assert_states_equal(load(level.path / "start.pt"), masked(rewind_state, level.masks))
+        assert level.metrics["start_step"] == 4 and level.metrics["steps"] == budget - 4
+        history = pd.read_csv(level.path / "history.csv")
+        assert history["step"].tolist() == list(range(5, budget + 1))
+        # the learning rate at each evaluated step is the dense run's at that step
+        lrs = dense_history.set_index("step")["lr"]
+        assert history.set_index("step")["lr"].equals(lrs.loc[history["step"]])
+    assert result.levels[2].cost.steps == budget + (budget - 4)
 
 
 def test_layerwise_imp_keeps_the_documented_count_in_every_layer(mnist_small, tmp_path):
@@ -362,7 +392,15 @@ def test_cli_runs_imp_and_prints_the_level_table(data_root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "flags", [["--rewind", "5x"], ["--rate", "1"], ["--controls", "invert"], ["--targets", "0.5"]]
+    "flags",
+    [
+        ["--rewind", "5x"],
+        ["--rate", "1"],
+        ["--controls", "invert"],
+        ["--targets", "0.5"],
+        ["--rewind-schedule", "resume"],  # with the default rewind to step 0
+        ["--rewind-schedule", "later"],
+    ],
 )
 def test_cli_rejects_bad_flags_with_exit_code_2(tmp_path, flags):
     argv = ["imp", "--model", "lenet300", "--dataset", "mnist", "--steps", "1"]

@@ -10,6 +10,7 @@ import torch
 
 from pai.cli import main
 from pai.data import load_dataset
+from pai.errors import PaiError
 from pai.masks import Masks, keep_topk, prunable_parameters
 from pai.models import build_model
 from pai.training import TrainConfig, train
@@ -134,3 +135,29 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, data_root, capsys, argv, mes
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_resuming_at_step_k_continues_the_schedule_and_data_order_bit_for_bit(mnist):
+    """Without optimizer state (plain SGD) a run resumed at step k from the step-k weights is
+    the uninterrupted run: same learning rates at the same steps, same batches."""
+    config = TrainConfig(budget="25it", batch_size=6000, momentum=0.0, eval_every="5it")
+    whole = build_model("lenet300", "mnist", seed=0)
+    full = train(whole, mnist, config, snapshot_at=("7it",))
+    resumed = build_model("lenet300", "mnist", seed=0)
+    resumed.load_state_dict(full.snapshots["7it"])
+    part = train(resumed, mnist, config, start_at="7it", snapshot_at=("7it",))
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert [row["step"] for row in part.history] == [10, 15, 20, 25]
+    assert part.history[-1]["lr"] == full.history[-1]["lr"]
+    assert part.metrics["steps"] == 18 and part.metrics["start_step"] == 7
+    assert part.metrics["test_accuracy"] == full.metrics["test_accuracy"]
+    assert all(torch.equal(v, full.snapshots["7it"][k]) for k, v in part.snapshots["7it"].items())
+
+
+def test_a_start_step_that_leaves_nothing_to_train_is_an_error(mnist):
+    model = build_model("lenet300", "mnist", seed=0)
+    with pytest.raises(PaiError, match="start step 10it leaves nothing to train"):
+        train(model, mnist, TrainConfig(budget="10it", batch_size=6000), start_at="10it")
+    with pytest.raises(PaiError, match="snapshot step 2it comes before the start step 5it"):
+        train(model, mnist, TrainConfig(budget="10it"), start_at="5it", snapshot_at=("2it",))

@@ -12,7 +12,7 @@ from pai.cli.common import (
 )
 from pai.cli.train import add_training_arguments, training_config
 from pai.devices import resolve_device
-from pai.imp import CONTROLS, RESETS, ImpConfig, run_imp
+from pai.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig, run_imp
 from pai.masks import SCOPES
 
 
@@ -57,6 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="step of the dense run survivors are reset to: 0, 500 or 500it (iterations), 2ep",
     )
     parser.add_argument(
+        "--rewind-schedule",
+        choices=REWIND_SCHEDULES,
+        default="restart",
+        help="after rewinding to step k > 0: train the whole budget from the schedule's start "
+        "(restart) or resume the schedule and data order at k for the remaining steps (resume, "
+        "as open_lth)",
+    )
+    parser.add_argument(
         "--reset",
         choices=RESETS,
         default="rewind",
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         scope=args.scope,
         rewind=args.rewind,
         reset=args.reset,
+        rewind_schedule=args.rewind_schedule,
         output_half_rate=args.output_half_rate,
         targets=tuple(args.targets),
         controls=tuple(args.controls),
