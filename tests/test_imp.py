@@ -389,6 +389,8 @@ def test_cli_runs_imp_and_prints_the_level_table(data_root, tmp_path, capsys):
     table = pd.read_csv(levels_csv)
     assert table.kept.tolist() == [266200, 212960, 133100]
     assert Masks.load(levels_csv.parent / "level-02" / "masks.pt").kept == 133100
+    provenance = (levels_csv.parent / "PROVENANCE.md").read_text()
+    assert "- command: `pai imp --model lenet300 --dataset mnist --levels 1" in provenance
 
 
 @pytest.mark.parametrize(

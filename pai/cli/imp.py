@@ -1,8 +1,13 @@
-"""`pai imp`: iterative magnitude pruning with rewinding, each level stored as its own run."""
+"""`pai imp`: iterative magnitude pruning with rewinding, each level stored as its own run.
+
+Writes `<out>/imp-<hash>/`: a directory per level (and per control), levels.csv and
+PROVENANCE.md (this command, commit, machine, date, wall time).
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 
 from pai.cli.common import (
     add_model_and_dataset,
@@ -14,6 +19,7 @@ from pai.cli.train import add_training_arguments, training_config
 from pai.devices import resolve_device
 from pai.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig, run_imp
 from pai.masks import SCOPES
+from pai.provenance import write_provenance
 
 
 def _whole_number(text: str) -> int:
@@ -97,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     config = ImpConfig(
         model=args.model,
         dataset=args.dataset,
@@ -113,7 +120,16 @@ def run(args: argparse.Namespace) -> int:
         controls=tuple(args.controls),
         train_per_class=args.train_per_class,
     )
-    result = run_imp(config, args.out, data_root=args.data_root, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    result = run_imp(config, args.out, data_root=args.data_root, device=device)
+    write_provenance(
+        result.path,
+        args.invocation,
+        time.perf_counter() - started,
+        device=device,
+        notes="Levels finished by an earlier invocation were read from their runs, not trained "
+        "again.",
+    )
     table = result.table()
     columns = ["level", "kept", "compression", "test_accuracy", "best_test_accuracy"]
     columns += [f"{c}_test_accuracy" for c in config.controls]
