@@ -2,16 +2,27 @@
 
 The runs table (`runs.csv`, one row per run) is the data; these are views of it. A summary row
 groups the runs of one method, variant and requested compression: their mean true compression,
-the mean, sample standard deviation (n - 1) and count of test accuracy over seeds, the mean best
-test accuracy, the fraction of collapsed runs and the mean search epochs.
+the mean, sample standard deviation (n - 1), 95% confidence half-width (Student's t, n - 1
+degrees of freedom) and count of test accuracy over seeds, the mean best test accuracy, the
+fraction of collapsed runs and the mean search epochs.
+
+A sanity-check row (variant other than `original`) is also compared with its original, seed by
+seed: `delta_vs_original_mean` is the mean of (variant - original) test accuracy over the seeds
+both have, `delta_vs_original_ci95` its t-based 95% half-width and `delta_vs_original_p` the
+two-sided p-value of the paired t-test (scipy's `ttest_rel`). A check that hurts has a negative
+delta whose interval excludes 0 (Frankle et al. 2021: if it does not, only the layerwise
+densities mattered). With 3 seeds these intervals are wide; they say so.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pai.atomic import atomic_write_text
 
@@ -24,13 +35,58 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "n",
     "test_accuracy_mean",
     "test_accuracy_sd",
+    "test_accuracy_ci95",
     "test_accuracy_min",
     "test_accuracy_max",
     "best_test_accuracy_mean",
     "collapsed_fraction",
     "search_epochs_mean",
     "effective_compression_median",
+    "delta_vs_original_mean",
+    "delta_vs_original_ci95",
+    "delta_vs_original_p",
 )
+ORIGINAL = "original"
+
+
+def ci95_half_width(values: pd.Series) -> float:
+    """The 95% confidence half-width of the mean of `values` (Student's t); NaN below 2."""
+    n = values.count()
+    if n < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, n - 1) * values.std() / math.sqrt(n))
+
+
+def _paired_p_value(variant: pd.Series, original: pd.Series) -> float:
+    """Two-sided p-value of the paired t-test; NaN below 2 pairs or when every pair is equal."""
+    if len(variant) < 2 or np.allclose(variant.to_numpy(), original.to_numpy(), rtol=0, atol=0):
+        return math.nan
+    with warnings.catch_warnings():  # identical differences: t is infinite, p is 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_rel(variant, original).pvalue)
+
+
+def paired_deltas(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per sanity-check group: (variant - original) test accuracy paired by seed, summarized."""
+    keys = ["method", "requested_compression", "seed"]
+    originals = runs[runs["variant"] == ORIGINAL][[*keys, "test_accuracy"]]
+    checks = runs[runs["variant"] != ORIGINAL][[*keys, "variant", "test_accuracy"]]
+    pairs = checks.merge(originals, on=keys, suffixes=("", "_original"))
+    rows = []
+    for group, pair in pairs.groupby(GROUP, sort=False):
+        delta = pair["test_accuracy"] - pair["test_accuracy_original"]
+        rows.append(
+            dict(
+                zip(GROUP, group, strict=True),
+                delta_vs_original_mean=delta.mean(),
+                delta_vs_original_ci95=ci95_half_width(delta),
+                delta_vs_original_p=_paired_p_value(
+                    pair["test_accuracy"], pair["test_accuracy_original"]
+                ),
+            )
+        )
+    columns = [*GROUP, "delta_vs_original_mean", "delta_vs_original_ci95", "delta_vs_original_p"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -43,6 +99,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         n=("test_accuracy", "size"),
         test_accuracy_mean=("test_accuracy", "mean"),
         test_accuracy_sd=("test_accuracy", "std"),
+        test_accuracy_ci95=("test_accuracy", ci95_half_width),
         test_accuracy_min=("test_accuracy", "min"),
         test_accuracy_max=("test_accuracy", "max"),
         best_test_accuracy_mean=("best_test_accuracy", "mean"),
@@ -50,6 +107,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         search_epochs_mean=("search_epochs", "mean"),
         effective_compression_median=("effective_compression", "median"),
     ).reset_index()
+    summary = summary.merge(paired_deltas(frame), on=GROUP, how="left")
     return summary[list(SUMMARY_COLUMNS)]
 
 
@@ -59,6 +117,14 @@ def _percent(value: float) -> str:
 
 def _ratio(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.4g}"
+
+
+def _delta(record: dict) -> str:
+    """`-5.12 ± 2.30` for a sanity check (percentage points), blank for an original."""
+    mean, half_width = record["delta_vs_original_mean"], record["delta_vs_original_ci95"]
+    if math.isnan(mean):
+        return ""
+    return f"{100 * mean:+.2f}" + ("" if math.isnan(half_width) else f" ± {100 * half_width:.2f}")
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
@@ -81,6 +147,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
                 "collapsed": f"{record['collapsed_fraction']:.2f}",
                 "search epochs": f"{record['search_epochs_mean']:.3g}",
                 "effective compression": _ratio(record["effective_compression_median"]),
+                "Δ vs original, points (95% CI)": _delta(record),
             }
         )
     return pd.DataFrame(rows).to_markdown(index=False) + "\n"

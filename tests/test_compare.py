@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import scipy.stats
 
 import pai.compare
 from pai.cli import main
@@ -238,6 +240,7 @@ def test_summary_statistics_over_seeds():
             "best_test_accuracy": [0.6, 0.8, 0.9],
             "collapsed": [False, False, True],
             "search_epochs": [0.0, 0.0, 3.0],
+            "seed": [0, 1, 2],
         }
     )
     row = summarize(runs).iloc[0]
@@ -247,6 +250,44 @@ def test_summary_statistics_over_seeds():
     assert row["collapsed_fraction"] == pytest.approx(1 / 3)
     assert row["search_epochs_mean"] == pytest.approx(1.0)
     assert row["effective_compression_median"] == pytest.approx(11.0)
+    # t(0.975, 2) = 4.302653: half-width 4.302653 * 0.2 / sqrt(3)
+    assert row["test_accuracy_ci95"] == pytest.approx(4.302653 * 0.2 / 3**0.5, rel=1e-6)
+    assert math.isnan(row["delta_vs_original_mean"])  # an original has no delta
+
+
+def test_sanity_checks_are_paired_with_their_original_seed_by_seed():
+    original = [0.90, 0.80, 0.70]
+    shuffled = [0.85, 0.70, 0.65]  # seeds 2, 1, 0
+    runs = pd.DataFrame(
+        {
+            "method": ["snip"] * 7,
+            "variant": ["original"] * 3 + ["shuffle"] * 3 + ["reinit"],
+            "requested_compression": [10.0] * 7,
+            "compression": [10.0] * 7,
+            "effective_compression": [10.0] * 7,
+            "test_accuracy": [*original, *shuffled, 0.5],
+            "best_test_accuracy": [*original, *shuffled, 0.5],
+            "collapsed": [False] * 7,
+            "search_epochs": [0.0] * 7,
+            "seed": [0, 1, 2, 2, 1, 0, 1],  # out of order: pairing is by seed, not by row
+        }
+    )
+    summary = summarize(runs).set_index("variant")
+    shuffle = summary.loc["shuffle"]
+    deltas = [0.65 - 0.90, 0.70 - 0.80, 0.85 - 0.70]  # seeds 0, 1, 2
+    mean = sum(deltas) / 3
+    sd = (sum((d - mean) ** 2 for d in deltas) / 2) ** 0.5
+    assert shuffle["delta_vs_original_mean"] == pytest.approx(mean)
+    assert shuffle["delta_vs_original_ci95"] == pytest.approx(4.302653 * sd / 3**0.5, rel=1e-6)
+    t = mean / (sd / 3**0.5)
+    assert shuffle["delta_vs_original_p"] == pytest.approx(
+        2 * scipy.stats.t.sf(abs(t), 2), rel=1e-9
+    )
+    reinit = summary.loc["reinit"]  # one pair: a delta, no interval, no test
+    assert reinit["delta_vs_original_mean"] == pytest.approx(0.5 - 0.80)
+    assert math.isnan(reinit["delta_vs_original_ci95"]) and math.isnan(
+        reinit["delta_vs_original_p"]
+    )
 
 
 def test_row_json_matches_runs_csv(comparison):
