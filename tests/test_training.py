@@ -137,10 +137,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, data_root, capsys, argv, mes
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_resuming_at_step_k_continues_the_schedule_and_data_order_bit_for_bit(mnist):
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_resuming_at_step_k_continues_the_schedule_and_data_order_bit_for_bit(mnist, augment):
     """Without optimizer state (plain SGD) a run resumed at step k from the step-k weights is
-    the uninterrupted run: same learning rates at the same steps, same batches."""
-    config = TrainConfig(budget="25it", batch_size=6000, momentum=0.0, eval_every="5it")
+    the uninterrupted run: same learning rates at the same steps, same (augmented) batches."""
+    config = TrainConfig(
+        budget="25it", batch_size=6000, momentum=0.0, eval_every="5it", augment=augment
+    )
     whole = build_model("lenet300", "mnist", seed=0)
     full = train(whole, mnist, config, snapshot_at=("7it",))
     resumed = build_model("lenet300", "mnist", seed=0)
