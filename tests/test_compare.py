@@ -9,13 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import scipy.stats
+import torch
 
 import pai.compare
 from pai.cli import main
-from pai.compare import RUN_COLUMNS, CompareConfig, find_ticket, plan_runs
+from pai.compare import RUN_COLUMNS, CompareConfig, find_ticket, plan_runs, run_comparison
 from pai.data import load_dataset
+from pai.errors import PaiError
 from pai.masks import Masks, kept_count
 from pai.models import build_model
+from pai.registry import unregister_scorer
 from pai.tables import summarize
 from pai.training import TrainConfig, train
 
@@ -296,3 +299,39 @@ def test_row_json_matches_runs_csv(comparison):
     stored = json.loads((comparison / "runs" / first["run_dir"] / "row.json").read_text())
     assert stored["test_accuracy"] == first["test_accuracy"]
     assert stored["kept"] == first["kept"] and stored["method"] == first["method"]
+
+
+def test_parallel_seeds_train_the_same_runs_as_one_process(tmp_path, data_root):
+    flags = ("--methods", "random,magnitude", "--compressions", "4", "--seeds", "2")
+    sequential, parallel = tmp_path / "one", tmp_path / "two"
+    assert main(_compare_args(sequential, data_root, *flags)) == 0
+    assert main(_compare_args(parallel, data_root, *flags, "--jobs", "2")) == 0
+    one = pd.read_csv(sequential / "runs.csv").set_index("run_dir")
+    two = pd.read_csv(parallel / "runs.csv").set_index("run_dir")
+    assert sorted(one.index) == sorted(two.index) and len(one) == 2 * 3  # same run identities
+    for run_dir in one.index:
+        masks = [Masks.load(out / "runs" / run_dir / "masks.pt") for out in (sequential, parallel)]
+        assert masks[0] == masks[1], run_dir
+    # the thread count may differ between the two, so the last digits may too
+    accuracy = two.loc[one.index, "test_accuracy"]
+    assert accuracy.to_numpy() == pytest.approx(one["test_accuracy"].to_numpy(), abs=0.02)
+    assert (parallel / "summary.md").is_file()
+
+
+def test_in_process_scorers_cannot_train_in_worker_processes(tmp_path):
+    @pai.register_scorer
+    class Local(pai.Scorer):
+        name = "local-only"
+        needs_data = False
+        default_rounds = 1
+        description = "a scorer known to this process only"
+
+        def score(self, model, masks, context):
+            return {n: torch.ones_like(p) for n, p in self.weights(model, masks).items()}
+
+    try:
+        config = CompareConfig("lenet300", "mnist", ("local-only",), (2.0,), TrainConfig())
+        with pytest.raises(PaiError, match="'local-only' is registered in this process only"):
+            run_comparison(config, tmp_path, jobs=2)
+    finally:
+        unregister_scorer("local-only")

@@ -114,6 +114,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="early-bird: stop searching after this many epochs (default: the budget)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="train this many seeds at once in worker processes, each with cpu_count/jobs "
+        "torch threads (for many-core CPUs; default 1)",
+    )
     add_training_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -146,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     table = run_comparison(
-        config, args.out, store=args.store, data_root=args.data_root, device=device
+        config,
+        args.out,
+        store=args.store,
+        data_root=args.data_root,
+        device=device,
+        jobs=args.jobs,
     )
     write_provenance(
         args.out,
