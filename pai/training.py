@@ -179,6 +179,9 @@ def train(
     same budget, so it takes budget - k steps, and the optimizer's state (momentum, Adam's
     moments) starts empty. History steps count from 0; `steps` and `epochs` in the metrics
     are those trained here, `start_step` is k.
+
+    `initial_train_loss` in the metrics is the loss of the first batch before any update: a
+    ticket whose start weights are badly scaled shows it there (GraSP's, at low compression).
     """
     device = torch.device(device) if device is not None else data.train.x.device
     model.to(device)
@@ -220,6 +223,7 @@ def train(
     eval_seconds = 0.0
     iteration, epoch = first, 0
     to_skip = first  # batches drawn and skipped so that the data order resumes at step k
+    initial_loss = torch.full((), math.nan, dtype=torch.float64, device=device)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=total - first, disable=not show, unit="it", leave=False, dynamic_ncols=True)
 
@@ -258,6 +262,8 @@ def train(
                     loss = F.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=False)
                 loss.backward()
+                if iteration == first:
+                    initial_loss = loss.detach().double()
                 if masked:
                     torch._foreach_mul_([p.grad for p in masked_params], masked_values)
                 optimizer.step()
@@ -290,6 +296,7 @@ def train(
         "best_test_accuracy": max(row["test_accuracy"] for row in result.history),
         "test_loss": final["test_loss"],
         "train_loss": final["train_loss"],
+        "initial_train_loss": initial_loss.item(),
         "epochs": (iteration - first) / steps_per_epoch,
         "steps": iteration - first,
         "start_step": first,

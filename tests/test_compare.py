@@ -64,6 +64,7 @@ def test_runs_csv_has_the_required_columns_first_and_one_row_per_run(comparison)
     assert set(runs["variant"]) == {"original", "shuffle"}
     assert runs["test_accuracy"].between(0, 1).all()
     assert (runs["best_test_accuracy"] >= runs["test_accuracy"]).all()
+    assert runs["initial_train_loss"].between(0.5, 20).all()  # measured for every run
     dense = runs[runs["method"] == "dense"].iloc[0]
     assert dense["compression"] == 1 and dense["test_accuracy"] > 0.6
 

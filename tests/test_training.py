@@ -164,3 +164,11 @@ def test_a_start_step_that_leaves_nothing_to_train_is_an_error(mnist):
         train(model, mnist, TrainConfig(budget="10it", batch_size=6000), start_at="10it")
     with pytest.raises(PaiError, match="snapshot step 2it comes before the start step 5it"):
         train(model, mnist, TrainConfig(budget="10it"), start_at="5it", snapshot_at=("2it",))
+
+
+def test_initial_train_loss_is_the_first_batch_before_any_update(mnist):
+    config = TrainConfig(budget="3it", batch_size=100, seed=5)
+    x, y = next(mnist.train.batches(100, torch.Generator().manual_seed(5)))
+    expected = torch.nn.functional.cross_entropy(build_model("lenet300", "mnist", seed=0)(x), y)
+    result = train(build_model("lenet300", "mnist", seed=0), mnist, config)
+    assert result.metrics["initial_train_loss"] == pytest.approx(expected.item(), rel=1e-6)
