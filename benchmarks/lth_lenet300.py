@@ -17,6 +17,7 @@ numbers beside the paper's), accuracy_vs_weights.png and PROVENANCE.md.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -32,8 +33,9 @@ import torch  # noqa: E402
 
 from pai.atomic import atomic_write_text  # noqa: E402
 from pai.data import load_dataset  # noqa: E402
-from pai.imp import ImpConfig, run_imp  # noqa: E402
+from pai.imp import ImpConfig, imp_path, run_imp  # noqa: E402
 from pai.provenance import write_provenance  # noqa: E402
+from pai.store import MARKER  # noqa: E402
 from pai.training import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +82,32 @@ def imp_config(seed: int, steps: int, levels: int, eval_every: int) -> ImpConfig
         output_half_rate=True,
         controls=("reinit",),
     )
+
+
+def stored_levels(config: ImpConfig, runs: str, seed: int) -> pd.DataFrame:
+    """The levels of `config` already complete in the run store, laid out as `tidy` does: for
+    reporting a run stopped before its last level (it resumes where it stopped)."""
+    root = imp_path(config, runs)
+    rows = []
+    for level in range(config.levels + 1):
+        for kind, suffix in (("ticket", ""), ("reinit", "-reinit")):
+            path = root / f"level-{level:02d}{suffix}"
+            if not (path / MARKER).is_file():
+                continue
+            metrics = json.loads((path / "metrics.json").read_text())
+            rows.append(
+                {
+                    "seed": seed,
+                    "level": level,
+                    "kind": kind,
+                    "percent_remaining": 100 / metrics["compression"],
+                    "kept": metrics["kept"],
+                    "test_accuracy": metrics["test_accuracy"],
+                    "best_test_accuracy": metrics["best_test_accuracy"],
+                    "train_seconds": metrics["wall_seconds"],
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def tidy(table: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -192,6 +220,15 @@ def readme(levels: pd.DataFrame, args: argparse.Namespace) -> str:
         "",
         budget,
         "",
+        *(
+            [
+                f"The run was stopped after level {levels.level.max()} of the "
+                f"{args.levels} planned; the command below without `--collect-only` resumes it.",
+                "",
+            ]
+            if levels.level.max() < args.levels
+            else []
+        ),
         "## Ours beside the paper",
         "",
         "| claim | paper | ours |",
@@ -272,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "lth-lenet300"), help="run store")
     parser.add_argument("--results", default=str(ROOT / "results" / "lth-lenet300"))
     parser.add_argument("--note", default="", help="a sentence added to PROVENANCE.md")
+    parser.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="train nothing: report the levels already complete in the run store",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -282,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     frames = []
     for seed in seeds:
         config = imp_config(seed, args.steps, args.levels, args.eval_every)
+        if args.collect_only:
+            frames.append(stored_levels(config, args.runs, seed))
+            continue
         result = run_imp(config, args.runs, data=data, progress=False)
         frames.append(tidy(result.table(), seed))
         print(f"seed {seed} done after {time.perf_counter() - start:.0f} s", file=sys.stderr)
