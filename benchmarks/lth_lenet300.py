@@ -59,8 +59,12 @@ PAPER = {
 }
 
 
-def imp_config(seed: int, steps: int, levels: int, eval_every: int) -> ImpConfig:
-    """The paper's LeNet-300-100 IMP with `steps` iterations per level."""
+def imp_config(
+    seed: int, steps: int, levels: int, eval_every: int, controls: bool = True
+) -> ImpConfig:
+    """The paper's LeNet-300-100 IMP with `steps` iterations per level; `controls` adds the
+    random re-initialization at every level (a separate run: leaving it out and adding it
+    later reuses every level)."""
     train = TrainConfig(
         budget=f"{steps}it",
         batch_size=60,
@@ -80,7 +84,7 @@ def imp_config(seed: int, steps: int, levels: int, eval_every: int) -> ImpConfig
         scope="layerwise",
         rewind="0it",
         output_half_rate=True,
-        controls=("reinit",),
+        controls=("reinit",) if controls else (),
     )
 
 
@@ -310,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(ROOT / "results" / "lth-lenet300"))
     parser.add_argument("--note", default="", help="a sentence added to PROVENANCE.md")
     parser.add_argument(
+        "--no-controls",
+        action="store_true",
+        help="train the tickets only (rerun without it to add the re-initializations)",
+    )
+    parser.add_argument(
         "--collect-only",
         action="store_true",
         help="train nothing: report the levels already complete in the run store",
@@ -323,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset("mnist", root=args.data_root, device=args.device)
     frames = []
     for seed in seeds:
-        config = imp_config(seed, args.steps, args.levels, args.eval_every)
+        config = imp_config(
+            seed, args.steps, args.levels, args.eval_every, controls=not args.no_controls
+        )
         if args.collect_only:
             frames.append(stored_levels(config, args.runs, seed))
             continue
