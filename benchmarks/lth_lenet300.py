@@ -119,8 +119,8 @@ def tidy(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     rows = []
     for row in table.itertuples():
         for kind, prefix in (("ticket", ""), ("reinit", "reinit_")):
-            accuracy = getattr(row, f"{prefix}test_accuracy")
-            if pd.isna(accuracy):
+            accuracy = getattr(row, f"{prefix}test_accuracy", None)  # None: no controls
+            if accuracy is None or pd.isna(accuracy):
                 continue
             rows.append(
                 {
