@@ -179,10 +179,12 @@ def readme(levels: pd.DataFrame, args: argparse.Namespace) -> str:
     pruned = table[table.level > 0]
     matching = pruned[pruned.ticket_mean >= dense]
     lowest_matching = f"{matching.percent_remaining.min():.1f}" if len(matching) else "none"
-    near_21 = pruned.iloc[(pruned.percent_remaining - 21.1).abs().argmin()]
+    compared = pruned[pruned.reinit_mean.notna()]
+    near_21 = compared.iloc[(compared.percent_remaining - 21.1).abs().argmin()]
     gap_21 = 100 * (near_21.ticket_mean - near_21.reinit_mean)
     seeds = sorted(levels.seed.unique())
     seed_text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    with_reinit = set(levels[(levels.kind == "reinit") & (levels.level > 0)].level)
     minutes = levels.train_seconds.sum() / 60
     if args.steps >= PAPER_STEPS:
         budget = (
@@ -231,6 +233,16 @@ def readme(levels: pd.DataFrame, args: argparse.Namespace) -> str:
                 "",
             ]
             if levels.level.max() < args.levels
+            else []
+        ),
+        *(
+            [
+                "Random re-initializations were trained at levels "
+                f"{', '.join(map(str, sorted(with_reinit)))} only; the command below without "
+                "`--collect-only` trains the others.",
+                "",
+            ]
+            if len(with_reinit) < len(pruned)
             else []
         ),
         "## Ours beside the paper",
