@@ -703,9 +703,11 @@ def _check_parallel(config: CompareConfig, jobs: int) -> None:
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise PaiError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    if jobs == 1:
+        return
     sources = {entry.name: entry.source for entry in scorer_entries()}
     for method in config.methods:
-        if jobs > 1 and sources.get(method) == IN_PROCESS:
+        if sources.get(method) == IN_PROCESS:
             raise PaiError(
                 f"scorer {method!r} is registered in this process only, and jobs={jobs} trains "
                 "in new processes that see installed plugins only; use jobs=1"

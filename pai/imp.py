@@ -256,7 +256,8 @@ class ImpConfig:
     `rewind` is the step survivors are reset to with `reset="rewind"` (a bare whole number
     counts iterations); `rewind_schedule` is what the pruned levels train from there:
     `restart` (None, the default: the whole budget from step 0 of the schedule) or `resume`
-    (steps k to T, the schedule and data order resumed at k). `targets` are compressions reached exactly (see `pruning_plan`).
+    (steps k to T, the schedule and data order resumed at k). `targets` are compressions
+    reached exactly (see `pruning_plan`).
     `train_per_class`, when set, trains every level on the fixed class-balanced subset of
     that many training examples per class (`pai.data.training_subset`). `controls` trains,
     at every level > 0, the same mask from a random re-initialization

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from pai.atomic import atomic_write_text
+from pai.compare import ORIGINAL
 
 GROUP = ["method", "variant", "requested_compression"]
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -46,7 +47,6 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "delta_vs_original_ci95",
     "delta_vs_original_p",
 )
-ORIGINAL = "original"
 
 
 def ci95_half_width(values: pd.Series) -> float:
@@ -59,7 +59,7 @@ def ci95_half_width(values: pd.Series) -> float:
 
 def _paired_p_value(variant: pd.Series, original: pd.Series) -> float:
     """Two-sided p-value of the paired t-test; NaN below 2 pairs or when every pair is equal."""
-    if len(variant) < 2 or np.allclose(variant.to_numpy(), original.to_numpy(), rtol=0, atol=0):
+    if len(variant) < 2 or np.array_equal(variant.to_numpy(), original.to_numpy()):
         return math.nan
     with warnings.catch_warnings():  # identical differences: t is infinite, p is 0
         warnings.simplefilter("ignore", RuntimeWarning)
