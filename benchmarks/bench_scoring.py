@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 import pai
-from pai.atomic import atomic_write_text
-from pai.devices import resolve_device
-from pai.provenance import current_command, provenance_markdown
+from pai.core.atomic import atomic_write_text
+from pai.core.devices import resolve_device
+from pai.report.provenance import current_command, provenance_markdown
 
 
 def timed(run: Callable[[], object], device: torch.device) -> float:

@@ -22,10 +22,10 @@ import torchvision
 from torchvision import transforms
 
 import pai
-from pai.atomic import atomic_write_text
-from pai.data import resolve_data_root
-from pai.devices import resolve_device
-from pai.provenance import current_command, provenance_markdown
+from pai.core.atomic import atomic_write_text
+from pai.data.loading import resolve_data_root
+from pai.core.devices import resolve_device
+from pai.report.provenance import current_command, provenance_markdown
 
 
 def synchronize(device: torch.device) -> None:

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from pai.cli import main
-from pai.data import dataset_status
-from pai.provenance import write_provenance
+from pai.data.loading import dataset_status
+from pai.report.provenance import write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORERS = "random,magnitude,snip,grasp,synflow"

@@ -5,7 +5,7 @@ A mask can select weights whose signs line up, so that the surviving pre-activat
 instead of cancelling; the network then starts with huge logits and a huge loss, and a fixed
 learning rate can fail to recover although the same mask trains normally from fresh weights.
 This measures that, for every scorer that prunes at initialization: each ticket is found with
-`pai.compare.find_ticket` exactly as `pai compare` finds it (same model seed, scoring subset
+`pai.experiments.compare.find_ticket` exactly as `pai compare` finds it (same model seed, scoring subset
 and seed, hence the same mask bit for bit), and for the original ticket and its `reinit`
 sanity check we record, on the first `--images` test images, the mean cross-entropy and the
 standard deviation of the logits of the masked network at its starting weights. The forward
@@ -30,13 +30,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pai.atomic import atomic_write_text
-from pai.compare import find_ticket
-from pai.data import load_dataset, training_subset
+from pai.core.atomic import atomic_write_text
+from pai.experiments.compare import find_ticket
+from pai.data.loading import load_dataset, training_subset
 from pai.models import build_model
-from pai.provenance import current_command, write_provenance
-from pai.registry import get_scorer
-from pai.training import TrainConfig
+from pai.report.provenance import current_command, write_provenance
+from pai.pruning.registry import get_scorer
+from pai.training.loop import TrainConfig
 
 VARIANTS = ("original", "reinit")
 

@@ -31,12 +31,12 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-from pai.atomic import atomic_write_text  # noqa: E402
-from pai.data import load_dataset  # noqa: E402
-from pai.imp import ImpConfig, imp_path, run_imp  # noqa: E402
-from pai.provenance import write_provenance  # noqa: E402
-from pai.store import MARKER  # noqa: E402
-from pai.training import TrainConfig  # noqa: E402
+from pai.core.atomic import atomic_write_text  # noqa: E402
+from pai.data.loading import load_dataset  # noqa: E402
+from pai.search.imp import ImpConfig, imp_path, run_imp  # noqa: E402
+from pai.report.provenance import write_provenance  # noqa: E402
+from pai.core.store import MARKER  # noqa: E402
+from pai.training.loop import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_STEPS = 50_000  # iterations per level in Frankle & Carbin (2019)

@@ -13,7 +13,7 @@ Our choices where the post gives none: Glorot-uniform initialization drawn from 
 generator, 1000 training and 1000 test pairs, full-batch Adam (lr 0.01) for 1000 steps per
 round, float32. The random re-initialization control draws a fresh Glorot-uniform network from
 another seed under the ticket's mask; the permuted control shuffles the ticket's mask within
-each layer (`pai.sanity.shuffle_within_layers`) and starts from the late-reset weights.
+each layer (`pai.pruning.sanity.shuffle_within_layers`) and starts from the late-reset weights.
 
 Usage: python benchmarks/toy_sum.py [--seeds 0,1,2,3,4] [--out results/toy-sum]
 """
@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pai.atomic import atomic_write_text
-from pai.imp import CONTROL_SEED_BASE, imp_loop, pruning_plan
-from pai.masks import Masks
-from pai.provenance import write_provenance
-from pai.sanity import shuffle_within_layers
+from pai.core.atomic import atomic_write_text
+from pai.search.imp import CONTROL_SEED_BASE, imp_loop, pruning_plan
+from pai.pruning.masks import Masks
+from pai.report.provenance import write_provenance
+from pai.pruning.sanity import shuffle_within_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pai.errors import PaiError, unknown_name
-from pai.masks import Masks, Scope, keep_topk, kept_count, prunable_parameters
-from pai.registry import Scorer, ScoringContext
-from pai.tickets import SearchCost, Ticket
-from pai.training import TrainConfig, state_copy, train
+from pai.core.errors import PaiError, unknown_name
+from pai.pruning.masks import Masks, Scope, keep_topk, kept_count, prunable_parameters
+from pai.pruning.registry import Scorer, ScoringContext
+from pai.search.ticket import SearchCost, Ticket
+from pai.training.loop import TrainConfig, state_copy, train
 
 log = logging.getLogger(__name__)
 

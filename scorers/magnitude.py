@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pai.masks import Masks
-from pai.registry import Scorer, ScoringContext
+from pai.pruning.masks import Masks
+from pai.pruning.registry import Scorer, ScoringContext
 
 
 class MagnitudeScorer(Scorer):

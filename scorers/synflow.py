@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pai.errors import PaiError
-from pai.masks import Masks
-from pai.registry import Scorer, ScoringContext
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks
+from pai.pruning.registry import Scorer, ScoringContext
 
 
 class SynflowScorer(Scorer):

@@ -14,18 +14,18 @@ from torch import Tensor, nn
 
 import pai
 from pai.cli import main
-from pai.collapse import (
+from pai.pruning.collapse import (
     CriticalCompression,
     critical_compression,
     effective_compression,
     effective_masks,
     layer_collapse,
 )
-from pai.errors import PaiError
-from pai.masks import Masks, kept_count
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks, kept_count
 from pai.models import BasicBlock, build_model
-from pai.pruning import compute_scores, prune
-from pai.registry import Scorer, ScoringContext
+from pai.pruning.driver import compute_scores, prune
+from pai.pruning.registry import Scorer, ScoringContext
 
 
 def two_layer_mlp() -> nn.Sequential:

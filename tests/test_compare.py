@@ -11,16 +11,16 @@ import pytest
 import scipy.stats
 import torch
 
-import pai.compare
+import pai.experiments.compare
 from pai.cli import main
-from pai.compare import RUN_COLUMNS, CompareConfig, find_ticket, plan_runs, run_comparison
-from pai.data import load_dataset
-from pai.errors import PaiError
-from pai.masks import Masks, kept_count
+from pai.experiments.compare import RUN_COLUMNS, CompareConfig, find_ticket, plan_runs, run_comparison
+from pai.data.loading import load_dataset
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks, kept_count
 from pai.models import build_model
-from pai.registry import unregister_scorer
-from pai.tables import summarize
-from pai.training import TrainConfig, train
+from pai.pruning.registry import unregister_scorer
+from pai.report.tables import summarize
+from pai.training.loop import TrainConfig, train
 
 LENET300_WEIGHTS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200 prunable weights
 
@@ -146,8 +146,8 @@ def test_rerun_trains_nothing(comparison, data_root, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(pai.compare, "train", no_training)
-    monkeypatch.setattr("pai.imp.train", no_training)
+    monkeypatch.setattr(pai.experiments.compare, "train", no_training)
+    monkeypatch.setattr("pai.search.imp.train", no_training)
     args = _compare_args(
         comparison, data_root,
         "--methods", "random,magnitude,imp", "--compressions", "2,4",
@@ -162,7 +162,7 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes(tmp_path, data
     args = _compare_args(
         tmp_path, data_root, "--methods", "random,magnitude", "--compressions", "2,4"
     )
-    real_train = pai.compare.train
+    real_train = pai.experiments.compare.train
     calls = []
 
     def interrupted_on_the_fourth(*a, **k):
@@ -171,7 +171,7 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes(tmp_path, data
             raise KeyboardInterrupt
         return real_train(*a, **k)
 
-    monkeypatch.setattr(pai.compare, "train", interrupted_on_the_fourth)
+    monkeypatch.setattr(pai.experiments.compare, "train", interrupted_on_the_fourth)
     assert main(args) == 130
     finished = pd.read_csv(tmp_path / "runs.csv")
     assert len(finished) == 3  # dense, random x2, random x4
@@ -185,7 +185,7 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes(tmp_path, data
         calls.append(1)
         return real_train(*a, **k)
 
-    monkeypatch.setattr(pai.compare, "train", counted)
+    monkeypatch.setattr(pai.experiments.compare, "train", counted)
     assert main(args) == 0
     assert len(calls) == 2  # only magnitude x2 and x4 trained
     assert len(pd.read_csv(tmp_path / "runs.csv")) == 5

@@ -15,7 +15,7 @@ import torch
 import torchvision.datasets
 
 from pai import cli
-from pai.data import (
+from pai.data.loading import (
     Split,
     class_balanced_subset,
     dataset_status,
@@ -25,8 +25,8 @@ from pai.data import (
     resolve_data_root,
     training_subset,
 )
-from pai.datasets import dataset_spec
-from pai.errors import DataNotFoundError, PaiError
+from pai.data.specs import dataset_spec
+from pai.core.errors import DataNotFoundError, PaiError
 
 
 def generator(seed: int) -> torch.Generator:

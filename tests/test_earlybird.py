@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from pai.data import Dataset, Split, class_balanced_subset, load_dataset
-from pai.errors import PaiError
-from pai.masks import Masks, kept_count, prunable_parameters
+from pai.data.loading import Dataset, Split, class_balanced_subset, load_dataset
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks, kept_count, prunable_parameters
 from pai.models import build_model
-from pai.pruning import prune
-from pai.registry import get_scorer
-from pai.training import TrainConfig
+from pai.pruning.driver import prune
+from pai.pruning.registry import get_scorer
+from pai.training.loop import TrainConfig
 from scorers.earlybird import (
     EarlyBirdScorer,
     bn_channel_mask,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pai.errors import PaiError
-from pai.masks import Masks, keep_topk, kept_count, prunable_parameters
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks, keep_topk, kept_count, prunable_parameters
 
 
 def small_net() -> nn.Module:

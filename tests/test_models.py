@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import pai
-from pai.datasets import DATASETS, DatasetSpec, dataset_spec
-from pai.errors import PaiError
-from pai.masks import prunable_parameters
+from pai.data.specs import DATASETS, DatasetSpec, dataset_spec
+from pai.core.errors import PaiError
+from pai.pruning.masks import prunable_parameters
 from pai.models import MODELS, available_models, build_model, model_input_shape
 
 ZOO = (

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pai.cli import build_parser, main
-from pai.errors import PaiError
-from pai.presets import PresetRun, load_preset
+from pai.core.errors import PaiError
+from pai.experiments.presets import PresetRun, load_preset
 
 PRESETS = sorted((Path(__file__).parents[1] / "benchmarks" / "presets").glob("*.toml"))
 

@@ -11,11 +11,11 @@ from torch import nn
 
 import pai
 from pai.cli import main
-from pai.data import class_balanced_subset
-from pai.errors import PaiError
-from pai.masks import Masks, kept_count
-from pai.pruning import prune, round_compressions
-from pai.registry import Scorer
+from pai.data.loading import class_balanced_subset
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks, kept_count
+from pai.pruning.driver import prune, round_compressions
+from pai.pruning.registry import Scorer
 
 
 def seeded(seed: int) -> torch.Generator:

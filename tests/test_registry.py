@@ -11,9 +11,9 @@ import torch
 
 import pai
 from pai.cli import main
-from pai.errors import PaiError
-from pai.masks import Masks, keep_topk
-from pai.registry import (
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks, keep_topk
+from pai.pruning.registry import (
     Scorer,
     get_scorer,
     register_scorer,
@@ -25,7 +25,7 @@ from pai.registry import (
 BUILT_INS = {"random", "magnitude", "snip", "grasp", "synflow"}
 
 PLUGIN_MODULE = '''
-from pai.registry import Scorer
+from pai.pruning.registry import Scorer
 
 
 class SignedScorer(Scorer):

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import pai
-from pai.masks import Masks, kept_count
-from pai.pruning import compute_scores, prune
-from pai.sanity import inverted, reinitialize, shuffle_within_layers
+from pai.pruning.masks import Masks, kept_count
+from pai.pruning.driver import compute_scores, prune
+from pai.pruning.sanity import inverted, reinitialize, shuffle_within_layers
 
 
 def seeded(seed: int) -> torch.Generator:

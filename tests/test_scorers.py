@@ -8,8 +8,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 import pai
-from pai.masks import Masks
-from pai.pruning import compute_scores
+from pai.pruning.masks import Masks
+from pai.pruning.driver import compute_scores
 from scorers.grasp import GraspScorer
 
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from pai.errors import PaiError
-from pai.steps import Step
-from pai.store import Run, canonical, config_hash
-from pai.training import TrainConfig
+from pai.core.errors import PaiError
+from pai.core.steps import Step
+from pai.core.store import Run, canonical, config_hash
+from pai.training.loop import TrainConfig
 
 
 def test_step_parses_units():
@@ -88,7 +88,7 @@ def test_run_is_complete_only_after_finish_and_restart_clears(tmp_path):
 def test_atomic_writes_get_ordinary_permissions(tmp_path):
     import os
 
-    from pai.atomic import atomic_write_text
+    from pai.core.atomic import atomic_write_text
 
     path = atomic_write_text(tmp_path / "x.txt", "hello")
     mask = os.umask(0)

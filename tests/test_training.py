@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pai.cli import main
-from pai.data import load_dataset
-from pai.errors import PaiError
-from pai.masks import Masks, keep_topk, prunable_parameters
+from pai.data.loading import load_dataset
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks, keep_topk, prunable_parameters
 from pai.models import build_model
-from pai.training import TrainConfig, train
+from pai.training.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

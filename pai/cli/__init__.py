@@ -10,7 +10,7 @@ import shlex
 import sys
 
 from pai import __version__
-from pai.errors import PaiError
+from pai.core.errors import PaiError
 
 # Subcommand modules under pai.cli, in the order `pai --help` lists them.
 COMMANDS: tuple[str, ...] = (

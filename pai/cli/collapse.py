@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from pai.atomic import atomic_write_text
+from pai.core.atomic import atomic_write_text
 from pai.cli.common import (
     add_data_root,
     add_device,
@@ -32,22 +32,22 @@ from pai.cli.common import (
     positive_int,
 )
 from pai.cli.prune import scoring_batches
-from pai.collapse import (
+from pai.pruning.collapse import (
     CRITERIA,
     CriticalCompression,
     critical_compression,
     effective_masks,
     layer_collapse,
 )
-from pai.collapse_plots import plot_alive_layers, plot_layer_density
-from pai.datasets import DATASETS, DatasetSpec, dataset_spec
-from pai.devices import resolve_device
-from pai.errors import PaiError
-from pai.masks import Masks
+from pai.report.collapse_plots import plot_alive_layers, plot_layer_density
+from pai.data.specs import DATASETS, DatasetSpec, dataset_spec
+from pai.core.devices import resolve_device
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks
 from pai.models import build_model
-from pai.provenance import write_provenance
-from pai.pruning import prune
-from pai.registry import Scorer, get_scorer
+from pai.report.provenance import write_provenance
+from pai.pruning.driver import prune
+from pai.pruning.registry import Scorer, get_scorer
 
 log = logging.getLogger(__name__)
 

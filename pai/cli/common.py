@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from pai.masks import SCOPES
-from pai.pruning import SCHEDULES
+from pai.pruning.masks import SCOPES
+from pai.pruning.driver import SCHEDULES
 
 
 def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:

@@ -21,11 +21,11 @@ from pai.cli.common import (
     pruning_rate,
 )
 from pai.cli.train import add_training_arguments, training_config
-from pai.compare import SANITY_CHECKS, CompareConfig, run_comparison
-from pai.devices import resolve_device
-from pai.provenance import write_provenance
-from pai.steps import Step
-from pai.tables import summarize, summary_markdown
+from pai.experiments.compare import SANITY_CHECKS, CompareConfig, run_comparison
+from pai.core.devices import resolve_device
+from pai.report.provenance import write_provenance
+from pai.core.steps import Step
+from pai.report.tables import summarize, summary_markdown
 
 EARLYBIRD = "earlybird"  # the scorer the --eb-* flags configure
 EB_MODES = ("magnitude", "bn-channel")

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pai.data import dataset_status, resolve_data_root
+    from pai.data.loading import dataset_status, resolve_data_root
 
     rows = [
         {

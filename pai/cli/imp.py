@@ -16,10 +16,10 @@ from pai.cli.common import (
     pruning_rate,
 )
 from pai.cli.train import add_training_arguments, training_config
-from pai.devices import resolve_device
-from pai.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig, run_imp
-from pai.masks import SCOPES
-from pai.provenance import write_provenance
+from pai.core.devices import resolve_device
+from pai.search.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig, run_imp
+from pai.pruning.masks import SCOPES
+from pai.report.provenance import write_provenance
 
 
 def _whole_number(text: str) -> int:

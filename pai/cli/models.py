@@ -7,8 +7,8 @@ import argparse
 import torch
 from tabulate import tabulate
 
-from pai.datasets import DATASETS, dataset_spec
-from pai.masks import prunable_parameters
+from pai.data.specs import DATASETS, dataset_spec
+from pai.pruning.masks import prunable_parameters
 from pai.models import MODELS
 
 

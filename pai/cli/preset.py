@@ -1,4 +1,4 @@
-"""`pai preset FILE`: run every subcommand of a preset (see `pai.presets`), in order.
+"""`pai preset FILE`: run every subcommand of a preset (see `pai.experiments.presets`), in order.
 
 Each run is an ordinary `pai` subcommand, so it resumes like one (finished runs are not trained
 again) and writes its own outputs and provenance. The first run that fails stops the preset
@@ -14,7 +14,7 @@ import sys
 import torch
 
 from pai.cli.common import add_data_root, add_device
-from pai.presets import load_preset
+from pai.experiments.presets import load_preset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

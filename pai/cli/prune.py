@@ -16,13 +16,13 @@ from pai.cli.common import (
     compression,
     positive_int,
 )
-from pai.data import load_dataset
-from pai.data import scoring_batches as data_scoring_batches
-from pai.devices import resolve_device
-from pai.masks import Masks
+from pai.data.loading import load_dataset
+from pai.data.loading import scoring_batches as data_scoring_batches
+from pai.core.devices import resolve_device
+from pai.pruning.masks import Masks
 from pai.models import build_model
-from pai.pruning import check_scores_without_training, prune
-from pai.registry import get_scorer
+from pai.pruning.driver import check_scores_without_training, prune
+from pai.pruning.registry import get_scorer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

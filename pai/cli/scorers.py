@@ -6,7 +6,7 @@ import argparse
 
 from tabulate import tabulate
 
-from pai.registry import scorer_entries
+from pai.pruning.registry import scorer_entries
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,11 +11,11 @@ from pai.cli.common import (
     non_negative_float,
     positive_int,
 )
-from pai.devices import resolve_device
-from pai.masks import Masks
-from pai.runs import train_run
-from pai.steps import Step
-from pai.training import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from pai.core.devices import resolve_device
+from pai.pruning.masks import Masks
+from pai.training.stored import train_run
+from pai.core.steps import Step
+from pai.training.loop import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

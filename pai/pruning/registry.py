@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pai.errors import PaiError, unknown_name
-from pai.masks import Masks
+from pai.core.errors import PaiError, unknown_name
+from pai.pruning.masks import Masks
 
 ENTRY_POINT_GROUP = "pai.scorers"
 IN_PROCESS = "in-process"

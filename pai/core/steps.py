@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pai.errors import PaiError
+from pai.core.errors import PaiError
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
 

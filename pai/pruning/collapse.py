@@ -23,11 +23,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from pai.errors import PaiError, unknown_name
-from pai.masks import SCOPES, Masks, Scope
+from pai.core.errors import PaiError, unknown_name
+from pai.pruning.masks import SCOPES, Masks, Scope
 from pai.models import model_input_shape
-from pai.pruning import compute_scores, prune
-from pai.registry import Scorer, resolve_scorer
+from pai.pruning.driver import compute_scores, prune
+from pai.pruning.registry import Scorer, resolve_scorer
 
 Criterion = Literal["layer", "path"]
 CRITERIA: tuple[str, ...] = ("layer", "path")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pai.errors import PaiError, unknown_name
+from pai.core.errors import PaiError, unknown_name
 
 if sys.version_info >= (3, 11):
     import tomllib

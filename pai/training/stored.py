@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from pai.masks import Masks
-from pai.store import Run
-from pai.training import TrainConfig, state_copy, train
+from pai.pruning.masks import Masks
+from pai.core.store import Run
+from pai.training.loop import TrainConfig, state_copy, train
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ def train_run(
     """Train a zoo model and store the run; returns (run, whether it ran now).
 
     A finished run with the same config is not trained again. `train_per_class` trains on the
-    fixed class-balanced subset of that many examples per class (`pai.data.training_subset`). The directory holds
+    fixed class-balanced subset of that many examples per class (`pai.data.loading.training_subset`). The directory holds
     `config.json`, `metrics.json`, `history.csv`, `masks.pt` (when masked), `final.pt` and
     the `COMPLETE` marker, written last.
     """
-    from pai.data import load_dataset, training_subset
+    from pai.data.loading import load_dataset, training_subset
     from pai.models import build_model
 
     run = Run(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pai.errors import unknown_name
+from pai.core.errors import unknown_name
 
 
 @dataclass(frozen=True)

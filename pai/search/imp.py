@@ -39,13 +39,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pai.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
-from pai.errors import PaiError, unknown_name
-from pai.masks import SCOPES, Masks, keep_topk, kept_count, prunable_parameters
-from pai.steps import Step
-from pai.store import MARKER, Run, canonical, config_hash
-from pai.tickets import SearchCost, Ticket
-from pai.training import TrainConfig, TrainResult, lr_multiplier, state_copy, train
+from pai.core.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from pai.core.errors import PaiError, unknown_name
+from pai.pruning.masks import SCOPES, Masks, keep_topk, kept_count, prunable_parameters
+from pai.core.steps import Step
+from pai.core.store import MARKER, Run, canonical, config_hash
+from pai.search.ticket import SearchCost, Ticket
+from pai.training.loop import TrainConfig, TrainResult, lr_multiplier, state_copy, train
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class ImpConfig:
     (steps k to T, the schedule and data order resumed at k). `targets` are compressions
     reached exactly (see `pruning_plan`).
     `train_per_class`, when set, trains every level on the fixed class-balanced subset of
-    that many training examples per class (`pai.data.training_subset`). `controls` trains,
+    that many training examples per class (`pai.data.loading.training_subset`). `controls` trains,
     at every level > 0, the same mask from a random re-initialization
     (`reinit`) and a random mask with the same layerwise densities from the same start weights
     (`shuffle`); they are separate runs, so adding them later reuses every finished level.
@@ -442,13 +442,13 @@ def run_imp(
     final.pt, metrics.json, history.csv, COMPLETE last); its controls are `level-LL-reinit/`
     and `level-LL-shuffle/`. A rerun starts after the last complete level (retraining the ones
     after it and their controls) and trains only missing controls. `data` (a loaded
-    `pai.data.Dataset`, already cut to `config.train_per_class` when that is set) is used as
+    `pai.data.loading.Dataset`, already cut to `config.train_per_class` when that is set) is used as
     given; otherwise the dataset is loaded once onto `device`.
     `levels.csv` holds one row per level.
     """
-    from pai.data import load_dataset, training_subset
+    from pai.data.loading import load_dataset, training_subset
     from pai.models import build_model
-    from pai.sanity import reinitialize, shuffle_within_layers
+    from pai.pruning.sanity import reinitialize, shuffle_within_layers
 
     if data is None:
         data = load_dataset(config.dataset, root=data_root, device=device)
@@ -460,7 +460,7 @@ def run_imp(
         raise PaiError(
             f"data has {len(data.train)} training examples, but train_per_class="
             f"{config.train_per_class} needs {config.train_per_class * data.spec.num_classes}; "
-            "pass pai.data.training_subset(data, train_per_class)"
+            "pass pai.data.loading.training_subset(data, train_per_class)"
         )
     device = data.train.x.device
     model = build_model(config.model, config.dataset, seed=config.model_seed).to(device)

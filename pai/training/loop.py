@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pai.errors import PaiError
-from pai.masks import Masks
-from pai.steps import Step
+from pai.core.errors import PaiError
+from pai.pruning.masks import Masks
+from pai.core.steps import Step
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from pai.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from pai.core.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 
 MARKER = "COMPLETE"
 

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from pai.atomic import atomic_write
-from pai.compare import DENSE, IMP, ORIGINAL
+from pai.core.atomic import atomic_write
+from pai.experiments.compare import DENSE, IMP, ORIGINAL
 
 VARIANT_STYLES = {"shuffle": ":", "reinit": "-.", "invert": "--"}
 VARIANT_MARKERS = {"shuffle": "s", "reinit": "^", "invert": "v"}
@@ -143,7 +143,7 @@ def _format_axis(ax, compressions: list[float], *, small: bool = False) -> None:
 def plot_accuracy_vs_compression(
     runs: pd.DataFrame, path: str | Path, *, title: str | None = None
 ) -> Path:
-    """Draw the runs table (see `pai.compare.RUN_COLUMNS`) into a PNG at `path`, atomically."""
+    """Draw the runs table (see `pai.experiments.compare.RUN_COLUMNS`) into a PNG at `path`, atomically."""
     with matplotlib.rc_context():  # seaborn's theme for this figure only
         sns.set_theme(style="whitegrid", context="notebook")
         fig = _figure(runs, title)

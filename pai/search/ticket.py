@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from pai.masks import Masks
+from pai.pruning.masks import Masks
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pai.atomic import atomic_write_text
-from pai.compare import ORIGINAL
+from pai.core.atomic import atomic_write_text
+from pai.experiments.compare import ORIGINAL
 
 GROUP = ["method", "variant", "requested_compression"]
 SUMMARY_COLUMNS: tuple[str, ...] = (

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from pai.atomic import atomic_torch_save
-from pai.errors import PaiError
+from pai.core.atomic import atomic_torch_save
+from pai.core.errors import PaiError
 
 Scope = Literal["global", "layerwise"]
 SCOPES: tuple[str, ...] = ("global", "layerwise")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pai.errors import PaiError
+from pai.core.errors import PaiError
 
 
 def resolve_device(device: torch.device | str | None = None) -> torch.device:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pai.atomic import atomic_write_text
+from pai.core.atomic import atomic_write_text
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

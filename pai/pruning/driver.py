@@ -16,11 +16,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pai.devices import resolve_device
-from pai.errors import PaiError, unknown_name
-from pai.masks import SCOPES, Masks, Scope, keep_topk, kept_count
+from pai.core.devices import resolve_device
+from pai.core.errors import PaiError, unknown_name
+from pai.pruning.masks import SCOPES, Masks, Scope, keep_topk, kept_count
 from pai.models import model_input_shape
-from pai.registry import Scorer, ScoringContext, resolve_scorer
+from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer
 
 SCHEDULES: tuple[str, ...] = ("exponential", "linear")
 

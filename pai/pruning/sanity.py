@@ -13,8 +13,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from pai.masks import Masks
-from pai.registry import Scorer, ScoringContext, resolve_scorer
+from pai.pruning.masks import Masks
+from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer
 
 
 def shuffle_within_layers(masks: Masks, generator: torch.Generator) -> Masks:

@@ -10,7 +10,7 @@ dense run per seed is the reference. Methods:
   data get a seeded class-balanced subset of the training split (`per_class` examples of every
   class, the same for every scorer of a seed). The ticket is the mask and the initial weights.
 - a registered scorer that trains (`needs_training`, early-bird): its own `find_ticket`.
-- `imp`: iterative magnitude pruning (`pai.imp.run_imp`) with every requested compression as
+- `imp`: iterative magnitude pruning (`pai.search.imp.run_imp`) with every requested compression as
   an exact target; the ticket of a target is its level (mask, rewound weights); the search
   cost is the training of the levels before it. When the ticket would be trained exactly as
   IMP trained that level (same `TrainConfig`), IMP's result is reused instead of training again.
@@ -41,16 +41,16 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pai.atomic import atomic_write_text
-from pai.errors import PaiError, unknown_name
-from pai.masks import SCOPES, Masks
-from pai.steps import Step
-from pai.store import Run, canonical
-from pai.tickets import SearchCost, Ticket
-from pai.training import TrainConfig, state_copy, train
+from pai.core.atomic import atomic_write_text
+from pai.core.errors import PaiError, unknown_name
+from pai.pruning.masks import SCOPES, Masks
+from pai.core.steps import Step
+from pai.core.store import Run, canonical
+from pai.search.ticket import SearchCost, Ticket
+from pai.training.loop import TrainConfig, state_copy, train
 
 if TYPE_CHECKING:
-    from pai.imp import ImpResult
+    from pai.search.imp import ImpResult
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ SANITY_SEED_BASE = 1 << 21
 
 def method_names() -> list[str]:
     """Every method `compare` accepts: the registered scorers that loaded, plus `imp`."""
-    from pai.registry import available_scorers
+    from pai.pruning.registry import available_scorers
 
     return [*available_scorers(), IMP]
 
@@ -159,7 +159,7 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run's identity: its run directory is named by the hash of this (see `pai.store`).
+    """One run's identity: its run directory is named by the hash of this (see `pai.core.store`).
 
     `compression` is the one requested (1 for the dense run); `options` holds what else decides
     the ticket (a scorer's rounds and options, IMP's rate, rewind step and targets).
@@ -203,7 +203,7 @@ def _imp_options(config: CompareConfig) -> dict[str, Any]:
 def plan_runs(config: CompareConfig) -> list[RunSpec]:
     """Every run of the comparison, in the order they are trained: per seed, the dense run, then
     each method at each compression, the original ticket before its sanity checks."""
-    from pai.registry import get_scorer
+    from pai.pruning.registry import get_scorer
 
     specs = []
     skipped = set()
@@ -330,7 +330,7 @@ class TicketFinder:
 
     def scoring_batches(self, seed: int) -> list[tuple[Tensor, Tensor]]:
         """The seeded class-balanced scoring subset of the training split, as one batch."""
-        from pai.data import scoring_batches
+        from pai.data.loading import scoring_batches
 
         if seed not in self._batches:
             self._batches[seed] = scoring_batches(self.data.train, self.config.per_class, seed)
@@ -338,7 +338,7 @@ class TicketFinder:
 
     def imp_result(self, seed: int) -> ImpResult:
         """IMP for `seed`, with every requested compression as an exact target (run or resumed)."""
-        from pai.imp import ImpConfig, run_imp
+        from pai.search.imp import ImpConfig, run_imp
 
         if seed not in self._imp:
             options = _imp_options(self.config)
@@ -375,7 +375,7 @@ class TicketFinder:
 
     def find(self, spec: RunSpec) -> FoundTicket:
         """The ticket of `spec`: its method's original ticket, transformed by its variant."""
-        from pai.sanity import reinitialize, shuffle_within_layers
+        from pai.pruning.sanity import reinitialize, shuffle_within_layers
 
         if spec.method == DENSE:
             return self.dense(spec)
@@ -413,9 +413,9 @@ class TicketFinder:
         self, spec: RunSpec, *, invert: bool = False, transform: MaskTransform | None = None
     ) -> FoundTicket:
         """A scorer's ticket: pruned at initialization, or found by the scorer's own training."""
-        from pai.pruning import prune
-        from pai.registry import get_scorer
-        from pai.sanity import inverted
+        from pai.pruning.driver import prune
+        from pai.pruning.registry import get_scorer
+        from pai.pruning.sanity import inverted
 
         scorer = get_scorer(spec.method)
         model = self.build(spec.seed)
@@ -492,13 +492,13 @@ def find_ticket(
 ) -> Ticket:
     """The ticket `method` finds for a zoo model at `compression`, as the harness finds it.
 
-    `data` is a loaded `pai.data.Dataset`; `train` is used by methods that train (early-bird,
+    `data` is a loaded `pai.data.loading.Dataset`; `train` is used by methods that train (early-bird,
     IMP, whose levels are stored under `store`); `options` are a training scorer's
     `find_ticket` options. `variant` is `original` or a sanity check. IMP reaches `compression`
     and every compression in `imp_targets` exactly (as `compare` does with all of its
     compressions, so passing them finds the IMP run `compare` stored).
     """
-    from pai.devices import resolve_device
+    from pai.core.devices import resolve_device
 
     config = CompareConfig(
         model,
@@ -535,7 +535,7 @@ def collapse_facts(model: nn.Module, masks: Masks) -> dict[str, Any]:
     Collapsed: some prunable layer kept no weight (`layer_collapse`) or no input-output path is
     left (`effective_masks` keeps nothing); either way the network computes a constant.
     """
-    from pai.collapse import effective_masks, layer_collapse
+    from pai.pruning.collapse import effective_masks, layer_collapse
 
     empty = layer_collapse(masks)
     effective = effective_masks(model, masks.to(next(model.parameters()).device))
@@ -635,7 +635,7 @@ def write_runs_csv(specs: Iterable[RunSpec], store: Path, out: Path) -> pd.DataF
 
 def load_data(config: CompareConfig, data_root: str | Path | None, device: torch.device):
     """The dataset on `device`; with `train_per_class`, its training split is the fixed subset."""
-    from pai.data import load_dataset, training_subset
+    from pai.data.loading import load_dataset, training_subset
 
     data = load_dataset(config.dataset, root=data_root, device=device)
     if config.train_per_class is None:
@@ -666,7 +666,7 @@ def train_runs(
 
     `after_each()` runs after every finished run (the caller rebuilds its tables there).
     """
-    from pai.devices import resolve_device
+    from pai.core.devices import resolve_device
 
     show = sys.stderr.isatty() if progress is None else progress
     device = resolve_device(device)
@@ -699,7 +699,7 @@ def _train_in_worker(
 
 
 def _check_parallel(config: CompareConfig, jobs: int) -> None:
-    from pai.registry import IN_PROCESS, scorer_entries
+    from pai.pruning.registry import IN_PROCESS, scorer_entries
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise PaiError(f"jobs must be a whole number >= 1, got {jobs!r}")
@@ -737,8 +737,8 @@ def run_comparison(
     end. Meant for many-core CPUs: CPU results depend on the thread count, so a run trained
     with other `jobs` may differ in its last digits.
     """
-    from pai.plots import plot_accuracy_vs_compression
-    from pai.tables import write_summary
+    from pai.report.plots import plot_accuracy_vs_compression
+    from pai.report.tables import write_summary
 
     out = Path(out)
     store = Path(store) if store is not None else out / "runs"

@@ -2,7 +2,7 @@
 
 MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 are read through `torchvision.datasets` from its
 own folder layout, converted once from torchvision's uint8 arrays (never image by image), and
-normalized with the per-channel mean and std of `pai.datasets`. Batches are index gathers on
+normalized with the per-channel mean and std of `pai.data.specs`. Batches are index gathers on
 the device, and CIFAR augmentation (random crop with 4-pixel padding, horizontal flip) is one
 vectorized gather per batch, so the training loop needs no DataLoader and no workers.
 """
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pai.datasets import DATASETS, DatasetSpec, dataset_spec
-from pai.devices import resolve_device
-from pai.errors import DataNotFoundError, PaiError
+from pai.data.specs import DATASETS, DatasetSpec, dataset_spec
+from pai.core.devices import resolve_device
+from pai.core.errors import DataNotFoundError, PaiError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pai.atomic import atomic_write
+from pai.core.atomic import atomic_write
 
 
 def _save(figure: Figure, path: str | Path) -> Path:

@@ -1,0 +1,2 @@
+"""Datasets: their specs (`specs`), loading whole splits onto the device and the seeded
+training and scoring subsets (`loading`)."""

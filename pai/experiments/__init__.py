@@ -1,0 +1,1 @@
+"""Experiment kinds built from searches and training: compare, collapse, presets."""
