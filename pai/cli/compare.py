@@ -125,9 +125,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    train_config = training_config(args)
+def compare_config(args: argparse.Namespace) -> CompareConfig:
+    """The CompareConfig the flags describe (repeated methods, compressions, checks once)."""
     options = {}
     if EARLYBIRD in args.methods:
         options[EARLYBIRD] = {
@@ -136,12 +135,12 @@ def run(args: argparse.Namespace) -> int:
             "mode": args.eb_mode,
             "max_epochs": args.eb_max_epochs,
         }
-    config = CompareConfig(
+    return CompareConfig(
         model=args.model,
         dataset=args.dataset,
         methods=tuple(dict.fromkeys(args.methods)),
         compressions=tuple(dict.fromkeys(args.compressions)),
-        train=train_config,
+        train=training_config(args),
         seeds=tuple(range(args.seed, args.seed + args.seeds)),
         sanity=tuple(dict.fromkeys(args.sanity)),
         scope=args.scope,
@@ -151,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
         rewind=args.rewind,
         scorer_options=options,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    config = compare_config(args)
     device = resolve_device(args.device)
     table = run_comparison(
         config,
