@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from pai.core.devices import resolve_device
 from pai.core.errors import PaiError, unknown_name
-from pai.pruning.masks import SCOPES, Masks, Scope, keep_topk, kept_count
 from pai.models import model_input_shape
+from pai.pruning.masks import SCOPES, Masks, Scope, keep_topk, kept_count
 from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer
 
 SCHEDULES: tuple[str, ...] = ("exponential", "linear")
@@ -84,12 +84,15 @@ def _check_target(masks: Masks, compression: float, scope: Scope) -> None:
             )
 
 
-def _check_scores(scores: dict[str, Tensor], masks: Masks, scorer: Scorer) -> None:
+def check_scores(scores: dict[str, Tensor], masks: Masks, scorer: Scorer) -> None:
     """PaiError unless `scores` has one finite score per live weight of every masked tensor."""
-    if set(scores) != set(masks):
+    missing, extra = sorted(set(masks) - set(scores)), sorted(set(scores) - set(masks))
+    if missing or extra:
+        problems = [f"no scores for {missing}"] if missing else []
+        problems += [f"scores for {extra}, which are not masked"] if extra else []
         raise PaiError(
-            f"scorer {scorer.name!r} returned scores for {sorted(scores)}, "
-            f"expected one per masked parameter: {sorted(masks)}"
+            f"scorer {scorer.name!r} returned {' and '.join(problems)}; "
+            "expected exactly one per masked parameter"
         )
     for name, mask in masks.items():
         if scores[name].shape != mask.shape:
@@ -102,7 +105,7 @@ def _check_scores(scores: dict[str, Tensor], masks: Masks, scorer: Scorer) -> No
 
 
 @dataclass
-class _Scoring:
+class Scoring:
     """A scorer ready to run: the private masked copy of the model and the context."""
 
     scorer: Scorer
@@ -114,11 +117,18 @@ class _Scoring:
         """Score the copy under `masks` (pruned weights zeroed first) and check the result."""
         self.masks.apply(self.work)
         scores = self.scorer.score(self.work, self.masks, self.context)
-        _check_scores(scores, self.masks, self.scorer)
+        check_scores(scores, self.masks, self.scorer)
         return scores
 
 
-def _prepare(
+def _runnable(scorer: str | Scorer) -> Scorer:
+    """The scorer named or given, PaiError unless `prune` can run it (it does not train)."""
+    scorer = resolve_scorer(scorer)
+    check_scores_without_training(scorer)
+    return scorer
+
+
+def prepare_scoring(
     model: nn.Module,
     scorer: str | Scorer,
     masks: Masks | None,
@@ -127,15 +137,15 @@ def _prepare(
     seed: int,
     device: torch.device | str | None,
     target: tuple[float, Scope] | None = None,
-) -> _Scoring:
+) -> Scoring:
     """Check the arguments, read `data` once, and make the one copy of `model` scoring uses.
 
     `target` (compression, scope) is checked against the starting masks before anything is
-    copied. The copy is on `device`, in eval mode, with `requires_grad` on exactly the masked
-    parameters; the model itself is left untouched.
+    copied. The copy is on `device`, in eval mode, with the pruned weights zero and
+    `requires_grad` on exactly the masked parameters; the model itself is left untouched.
+    Scorers that train are accepted here: `prune` and `compute_scores` refuse them first.
     """
     scorer = resolve_scorer(scorer)
-    check_scores_without_training(scorer)
     masks = Masks.dense(model) if masks is None else masks
     masks.check_model(model)
     if not len(masks):
@@ -161,7 +171,9 @@ def _prepare(
     work = copy.deepcopy(model).to(device).eval()
     for name, p in work.named_parameters():
         p.requires_grad_(name in masks)
-    return _Scoring(scorer, work, masks.to(device), context)
+    masks = masks.to(device)
+    masks.apply(work)
+    return Scoring(scorer, work, masks, context)
 
 
 def compute_scores(
@@ -176,7 +188,8 @@ def compute_scores(
 ) -> dict[str, Tensor]:
     """One round of `scorer`'s scores for `model` under `masks` (default: dense), as `prune`
     computes them: on a masked copy in eval mode, leaving `model` unchanged."""
-    return _prepare(model, scorer, masks, data, input_shape, seed, device).scores()
+    scorer = _runnable(scorer)
+    return prepare_scoring(model, scorer, masks, data, input_shape, seed, device).scores()
 
 
 def prune(
@@ -203,7 +216,8 @@ def prune(
     every prunable weight is live. Scores are computed on `device` (default: CUDA when
     available); the returned masks are on the model's device, keyed like its parameters.
     """
-    scoring = _prepare(
+    scorer = _runnable(scorer)
+    scoring = prepare_scoring(
         model, scorer, masks, data, input_shape, seed, device, target=(compression, scope)
     )
     rounds = scoring.scorer.default_rounds if rounds is None else rounds
