@@ -36,7 +36,7 @@ from pai.data.loading import load_dataset, training_subset
 from pai.models import build_model
 from pai.report.provenance import current_command, write_provenance
 from pai.pruning.registry import get_scorer
-from pai.training.loop import TrainConfig
+from pai.training.config import TrainConfig
 
 VARIANTS = ("original", "reinit")
 

@@ -36,7 +36,7 @@ from pai.data.loading import load_dataset  # noqa: E402
 from pai.search.imp import ImpConfig, imp_path, run_imp  # noqa: E402
 from pai.report.provenance import write_provenance  # noqa: E402
 from pai.core.store import MARKER  # noqa: E402
-from pai.training.loop import TrainConfig  # noqa: E402
+from pai.training.config import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_STEPS = 50_000  # iterations per level in Frankle & Carbin (2019)

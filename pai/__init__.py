@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "rescan_scorers": "pai.pruning.registry",
     "prune": "pai.pruning.driver",
     "compute_scores": "pai.pruning.driver",
+    "check_scorer": "pai.testing",
     "shuffle_within_layers": "pai.pruning.sanity",
     "inverted": "pai.pruning.sanity",
     "reinitialize": "pai.pruning.sanity",
@@ -76,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "summarize": "pai.report.tables",
     "plot_accuracy_vs_compression": "pai.report.plots",
     # training
-    "TrainConfig": "pai.training.loop",
+    "TrainConfig": "pai.training.config",
     "train": "pai.training.loop",
     "evaluate": "pai.training.loop",
 }

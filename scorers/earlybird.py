@@ -30,7 +30,8 @@ from pai.core.errors import PaiError, unknown_name
 from pai.pruning.masks import Masks, Scope, keep_topk, kept_count, prunable_parameters
 from pai.pruning.registry import Scorer, ScoringContext
 from pai.search.ticket import SearchCost, Ticket
-from pai.training.loop import TrainConfig, state_copy, train
+from pai.training.config import TrainConfig
+from pai.training.loop import state_copy, train
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from pai.pruning.masks import Masks, kept_count
 from pai.models import build_model
 from pai.pruning.registry import unregister_scorer
 from pai.report.tables import summarize
-from pai.training.loop import TrainConfig, train
+from pai.training.config import TrainConfig
+from pai.training.loop import train
 
 LENET300_WEIGHTS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200 prunable weights
 

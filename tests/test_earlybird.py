@@ -12,7 +12,7 @@ from pai.pruning.masks import Masks, kept_count, prunable_parameters
 from pai.models import build_model
 from pai.pruning.driver import prune
 from pai.pruning.registry import get_scorer
-from pai.training.loop import TrainConfig
+from pai.training.config import TrainConfig
 from scorers.earlybird import (
     EarlyBirdScorer,
     bn_channel_mask,

@@ -18,7 +18,7 @@ from pai.core.errors import PaiError
 from pai.search.imp import ImpConfig, imp_loop, imp_path, imp_schedule, pruning_plan, run_imp
 from pai.pruning.masks import Masks, kept_count
 from pai.core.store import config_hash
-from pai.training.loop import TrainConfig
+from pai.training.config import TrainConfig
 
 LENET300 = {"features.1.weight": 235200, "features.3.weight": 30000, "fc.weight": 1000}
 TINY_TRAIN = TrainConfig(budget="6it", batch_size=100, lr=0.05, eval_every="3it")

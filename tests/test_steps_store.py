@@ -11,7 +11,7 @@ import pytest
 from pai.core.errors import PaiError
 from pai.core.steps import Step
 from pai.core.store import Run, canonical, config_hash
-from pai.training.loop import TrainConfig
+from pai.training.config import TrainConfig
 
 
 def test_step_parses_units():

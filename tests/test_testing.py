@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -266,3 +268,12 @@ def test_scores_may_be_anything_on_pruned_weights():
 def test_unknown_names_fail_the_check():
     with pytest.raises(ScorerCheckError, match="unknown scorer 'nope'"):
         check_scorer("nope", device="cpu")
+
+
+def test_exported_lazily_from_pai():
+    assert pai.check_scorer is check_scorer
+    code = "import sys, pai; print(sorted(m for m in sys.modules if m.startswith('pai.')))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"

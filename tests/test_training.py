@@ -13,7 +13,8 @@ from pai.data.loading import load_dataset
 from pai.core.errors import PaiError
 from pai.pruning.masks import Masks, keep_topk, prunable_parameters
 from pai.models import build_model
-from pai.training.loop import TrainConfig, train
+from pai.training.config import TrainConfig
+from pai.training.loop import train
 
 
 @pytest.fixture(scope="module")

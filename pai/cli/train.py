@@ -15,7 +15,7 @@ from pai.core.devices import resolve_device
 from pai.pruning.masks import Masks
 from pai.training.stored import train_run
 from pai.core.steps import Step
-from pai.training.loop import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from pai.training.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

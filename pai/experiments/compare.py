@@ -47,7 +47,8 @@ from pai.pruning.masks import SCOPES, Masks
 from pai.core.steps import Step
 from pai.core.store import Run, canonical
 from pai.search.ticket import SearchCost, Ticket
-from pai.training.loop import TrainConfig, state_copy, train
+from pai.training.config import TrainConfig
+from pai.training.loop import state_copy, train
 
 if TYPE_CHECKING:
     from pai.search.imp import ImpResult

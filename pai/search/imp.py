@@ -45,7 +45,9 @@ from pai.pruning.masks import SCOPES, Masks, keep_topk, kept_count, prunable_par
 from pai.core.steps import Step
 from pai.core.store import MARKER, Run, canonical, config_hash
 from pai.search.ticket import SearchCost, Ticket
-from pai.training.loop import TrainConfig, TrainResult, lr_multiplier, state_copy, train
+from pai.training.config import TrainConfig
+from pai.training.loop import TrainResult, state_copy, train
+from pai.training.schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
 

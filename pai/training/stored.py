@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from pai.pruning.masks import Masks
 from pai.core.store import Run
-from pai.training.loop import TrainConfig, state_copy, train
+from pai.pruning.masks import Masks
+from pai.training.config import TrainConfig
+from pai.training.loop import state_copy, train
 
 log = logging.getLogger(__name__)
 
