@@ -4,17 +4,18 @@ A scorer maps (model, current masks, context) to one score per prunable weight; 
 more worth keeping. Every scorer, built-in or third-party, is found the same way: through the
 `pai.scorers` entry-point group of an installed distribution (pai declares its own built-ins
 there, in `pyproject.toml`). `register_scorer` adds one in-process, for notebooks. A plugin that
-fails to import is recorded with its error instead of breaking discovery.
+fails to import is recorded with its error instead of breaking discovery. `PluginRegistry` is
+that discovery for any entry-point group; density allocators (`pai.allocators`) use it too.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,8 @@ from pai.pruning.masks import Masks
 ENTRY_POINT_GROUP = "pai.scorers"
 IN_PROCESS = "in-process"
 
+PluginT = TypeVar("PluginT")
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,22 +39,28 @@ class ScoringContext:
     `data` is the list of (inputs, targets) batches on `device` (None when none was given);
     `input_shape` is one example's shape without the batch dimension (None when unknown);
     `generator` is the seeded CPU generator every random draw must come from.
+    `original_weights` holds the masked parameters as the model was given, before any round
+    pruned them; the driver sets it only for scorers that allow revival (FORCE), which score
+    pruned weights as if they came back.
     """
 
     data: list[tuple[Tensor, Tensor]] | None
     input_shape: tuple[int, ...] | None
     generator: torch.Generator
     device: torch.device
+    original_weights: dict[str, Tensor] | None = None
 
 
 class Scorer:
     """The scorer protocol, and a base class whose gradient methods make a scorer a few lines.
 
     A scorer declares `name`, `needs_data`, `default_rounds` (pruning rounds when the caller
-    gives none), a one-line `description`, and `needs_training` (True only for methods that find
-    their mask by training, which `pai.prune` cannot run). `score(model, masks, context)`
-    returns a dict with one floating tensor per name in `masks`, of that parameter's shape;
-    higher means more worth keeping, and only live weights are ranked.
+    gives none), a one-line `description`, `needs_training` (True only for methods that find
+    their mask by training, which `pai.prune` cannot run) and `allows_revival` (True only for
+    methods whose later rounds may bring back weights pruned by earlier ones, FORCE).
+    `score(model, masks, context)` returns a dict with one floating tensor per name in `masks`,
+    of that parameter's shape; higher means more worth keeping, and only live weights are
+    ranked (with `allows_revival`, every weight live in the starting masks).
 
     `model` is the pruning driver's private copy: on `context.device`, in eval mode, with the
     pruned weights already zero and `requires_grad` set on exactly the masked parameters. It is
@@ -63,6 +72,7 @@ class Scorer:
     default_rounds: int = 1
     description: str = ""
     needs_training: bool = False
+    allows_revival: bool = False
 
     def score(self, model: nn.Module, masks: Masks, context: ScoringContext) -> dict[str, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} does not implement score()")
@@ -115,17 +125,115 @@ class Scorer:
 
 
 @dataclass(frozen=True)
-class ScorerEntry:
-    """A discovered scorer, or the error that kept it from loading (`scorer` is then None)."""
+class PluginEntry(Generic[PluginT]):
+    """A discovered plugin, or the error that kept it from loading (`plugin` is then None)."""
 
     name: str
     source: str  # the distribution declaring it, or "in-process"
-    scorer: Scorer | None
+    plugin: PluginT | None
     error: str | None = None
 
 
-_entry_point_scorers: dict[str, ScorerEntry] | None = None
-_in_process_scorers: dict[str, ScorerEntry] = {}
+class ScorerEntry(PluginEntry[Scorer]):
+    """A discovered scorer, or the error that kept it from loading (`scorer` is then None)."""
+
+    @property
+    def scorer(self) -> Scorer | None:
+        return self.plugin
+
+
+class PluginRegistry(Generic[PluginT]):
+    """The plugins of one kind: those an entry-point group declares, plus in-process ones.
+
+    `group` is the entry-point group scanned (once, until `rescan`); `kind` names the plugin in
+    messages; `check` returns a candidate object unchanged if it keeps the kind's protocol and
+    raises PaiError otherwise; `entry` builds the entries returned. A plugin that fails to import
+    or to pass `check` is recorded with its error instead of breaking discovery, and an
+    in-process registration shadows an installed plugin of the same name.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        kind: str,
+        check: Callable[[Any], PluginT],
+        entry: type[PluginEntry[PluginT]] = PluginEntry,
+    ):
+        self.group = group
+        self.kind = kind
+        self.check = check
+        self.entry = entry
+        self._installed: dict[str, PluginEntry[PluginT]] | None = None
+        self._in_process: dict[str, PluginEntry[PluginT]] = {}
+
+    def instance(self, obj: Any) -> PluginT:
+        """A checked plugin from a class (instantiated without arguments) or an instance."""
+        return self.check(obj() if isinstance(obj, type) else obj)
+
+    def _scan(self) -> dict[str, PluginEntry[PluginT]]:
+        """Load every entry point of the group, recording import and protocol errors by name."""
+        found: dict[str, PluginEntry[PluginT]] = {}
+        importlib.invalidate_caches()
+        for point in sorted(entry_points(group=self.group), key=lambda p: p.name):
+            source = point.dist.name if point.dist is not None else "unknown distribution"
+            if point.name in found:
+                previous = found[point.name].source
+                error = f"declared by more than one distribution ({previous} and {source})"
+                found[point.name] = self.entry(point.name, f"{previous}, {source}", None, error)
+                continue
+            try:
+                plugin = self.instance(point.load())
+                if plugin.name != point.name:
+                    raise PaiError(
+                        f"entry point {point.name!r} loads a {self.kind} named {plugin.name!r}"
+                    )
+            except Exception as error:  # a broken plugin must not break discovery
+                message = f"{type(error).__name__}: {error}"
+                logger.info(
+                    "%s plugin %r (%s) failed to load: %s", self.kind, point.name, source, message
+                )
+                found[point.name] = self.entry(point.name, source, None, message)
+            else:
+                found[point.name] = self.entry(point.name, source, plugin)
+        return found
+
+    def rescan(self) -> None:
+        """Forget the cached entry-point scan, so newly installed plugins are found."""
+        self._installed = None
+
+    def entries(self) -> list[PluginEntry[PluginT]]:
+        """Every discovered plugin, broken ones included, sorted by name."""
+        if self._installed is None:
+            self._installed = self._scan()
+        merged = {**self._installed, **self._in_process}
+        return [merged[name] for name in sorted(merged)]
+
+    def available(self) -> list[str]:
+        """Names of the plugins that loaded, sorted."""
+        return [entry.name for entry in self.entries() if entry.plugin is not None]
+
+    def get(self, name: str) -> PluginT:
+        """The plugin called `name`; PaiError listing the registered ones otherwise."""
+        entry = {entry.name: entry for entry in self.entries()}.get(name)
+        if entry is None:
+            raise unknown_name(self.kind, name, self.available())
+        if entry.plugin is None:
+            raise PaiError(
+                f"{self.kind} {name!r} (from {entry.source}) failed to load: {entry.error}"
+            )
+        return entry.plugin
+
+    def register(self, obj: Any) -> PluginT:
+        """Register a plugin class or instance in this process; the checked instance."""
+        plugin = self.instance(obj)
+        self._in_process[plugin.name] = self.entry(plugin.name, IN_PROCESS, plugin)
+        return plugin
+
+    def unregister(self, name: str) -> None:
+        """Remove an in-process registration (installed plugins are removed by uninstalling)."""
+        if name not in self._in_process:
+            raise unknown_name(f"in-process {self.kind}", name, self._in_process)
+        del self._in_process[name]
 
 
 def _check_protocol(scorer: Any) -> Scorer:
@@ -138,44 +246,27 @@ def _check_protocol(scorer: Any) -> Scorer:
         raise PaiError(f"{scorer!r} is not a scorer: its name is empty")
     if scorer.default_rounds < 1:
         raise PaiError(f"scorer {scorer.name!r}: default_rounds must be >= 1")
+    for flag in ("needs_training", "allows_revival"):  # optional, False when absent
+        if not isinstance(getattr(scorer, flag, False), bool):
+            raise PaiError(f"{scorer!r} is not a scorer: {flag!r} must be a bool")
     if not callable(getattr(scorer, "score", None)):
         raise PaiError(f"{scorer!r} is not a scorer: it has no score() method")
     return scorer
 
 
+_SCORERS: PluginRegistry[Scorer] = PluginRegistry(
+    ENTRY_POINT_GROUP, "scorer", _check_protocol, ScorerEntry
+)
+
+
 def _instance(obj: Any) -> Scorer:
     """A scorer instance from a scorer class (instantiated without arguments) or instance."""
-    return _check_protocol(obj() if isinstance(obj, type) else obj)
-
-
-def _scan_entry_points() -> dict[str, ScorerEntry]:
-    """Load every `pai.scorers` entry point, recording import and protocol errors by name."""
-    found: dict[str, ScorerEntry] = {}
-    importlib.invalidate_caches()
-    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
-        source = point.dist.name if point.dist is not None else "unknown distribution"
-        if point.name in found:
-            previous = found[point.name].source
-            error = f"declared by more than one distribution ({previous} and {source})"
-            found[point.name] = ScorerEntry(point.name, f"{previous}, {source}", None, error)
-            continue
-        try:
-            scorer = _instance(point.load())
-            if scorer.name != point.name:
-                raise PaiError(f"entry point {point.name!r} loads a scorer named {scorer.name!r}")
-        except Exception as error:  # a broken plugin must not break discovery
-            message = f"{type(error).__name__}: {error}"
-            logger.info("scorer plugin %r (%s) failed to load: %s", point.name, source, message)
-            found[point.name] = ScorerEntry(point.name, source, None, message)
-        else:
-            found[point.name] = ScorerEntry(point.name, source, scorer)
-    return found
+    return _SCORERS.instance(obj)
 
 
 def rescan_scorers() -> None:
     """Forget the cached entry-point scan, so newly installed plugins are found."""
-    global _entry_point_scorers
-    _entry_point_scorers = None
+    _SCORERS.rescan()
 
 
 def scorer_entries() -> list[ScorerEntry]:
@@ -183,27 +274,17 @@ def scorer_entries() -> list[ScorerEntry]:
 
     In-process registrations take precedence over entry points of the same name.
     """
-    global _entry_point_scorers
-    if _entry_point_scorers is None:
-        _entry_point_scorers = _scan_entry_points()
-    merged = {**_entry_point_scorers, **_in_process_scorers}
-    return [merged[name] for name in sorted(merged)]
+    return _SCORERS.entries()  # type: ignore[return-value]  # built by ScorerEntry
 
 
 def available_scorers() -> list[str]:
     """Names of the scorers that loaded, sorted."""
-    return [entry.name for entry in scorer_entries() if entry.scorer is not None]
+    return _SCORERS.available()
 
 
 def get_scorer(name: str) -> Scorer:
     """The registered scorer called `name`; PaiError listing the registered ones otherwise."""
-    entries = {entry.name: entry for entry in scorer_entries()}
-    entry = entries.get(name)
-    if entry is None:
-        raise unknown_name("scorer", name, available_scorers())
-    if entry.scorer is None:
-        raise PaiError(f"scorer {name!r} (from {entry.source}) failed to load: {entry.error}")
-    return entry.scorer
+    return _SCORERS.get(name)
 
 
 ScorerT = TypeVar("ScorerT")
@@ -216,16 +297,13 @@ def register_scorer(scorer: ScorerT) -> ScorerT:
     replaces the earlier registration (re-running a notebook cell), and an in-process scorer
     shadows an installed one of the same name.
     """
-    instance = _instance(scorer)
-    _in_process_scorers[instance.name] = ScorerEntry(instance.name, IN_PROCESS, instance)
+    _SCORERS.register(scorer)
     return scorer
 
 
 def unregister_scorer(name: str) -> None:
     """Remove an in-process registration (installed plugins are removed by uninstalling)."""
-    if name not in _in_process_scorers:
-        raise unknown_name("in-process scorer", name, _in_process_scorers)
-    del _in_process_scorers[name]
+    _SCORERS.unregister(name)
 
 
 def resolve_scorer(scorer: str | Scorer) -> Scorer:
