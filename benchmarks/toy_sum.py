@@ -32,7 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from pai.core.atomic import atomic_write_text
-from pai.search.imp import CONTROL_SEED_BASE, imp_loop, pruning_plan
+from pai.core.seeds import CONTROL_SEED_BASE
+from pai.pruning.levels import pruning_plan
+from pai.search.imp import imp_loop
 from pai.pruning.masks import Masks
 from pai.report.provenance import write_provenance
 from pai.pruning.sanity import shuffle_within_layers

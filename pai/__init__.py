@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from pai.core.version import __version__
 
 _EXPORTS: dict[str, str] = {
     # errors
@@ -63,10 +63,10 @@ _EXPORTS: dict[str, str] = {
     "ImpConfig": "pai.search.imp",
     "ImpResult": "pai.search.imp",
     "ImpLevel": "pai.search.imp",
-    "PruningPlan": "pai.search.imp",
-    "imp_schedule": "pai.search.imp",
-    "pruning_plan": "pai.search.imp",
-    "prune_by_magnitude": "pai.search.imp",
+    "PruningPlan": "pai.pruning.levels",
+    "imp_schedule": "pai.pruning.levels",
+    "pruning_plan": "pai.pruning.levels",
+    "prune_by_magnitude": "pai.pruning.levels",
     "imp_loop": "pai.search.imp",
     "run_imp": "pai.search.imp",
     # the comparison harness

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-import pai.search.imp
+import pai.training.record
 from pai.cli import main
 from pai.data.loading import Split, load_dataset
 from pai.core.errors import PaiError
-from pai.search.imp import ImpConfig, imp_loop, imp_path, imp_schedule, pruning_plan, run_imp
+from pai.pruning.levels import imp_schedule, pruning_plan
+from pai.search.imp import ImpConfig, imp_loop, imp_path, run_imp
 from pai.pruning.masks import Masks, kept_count
 from pai.core.store import config_hash
 from pai.training.config import TrainConfig
@@ -283,7 +284,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(
     expected = _outputs(imp_path(config, tmp_path / "straight"))
 
     # a crash in the middle of level 2's training
-    real_train, calls = pai.search.imp.train, []
+    real_train, calls = pai.training.record.train, []
 
     def crash_on_fourth(*args, **kwargs):
         calls.append(1)
@@ -291,13 +292,13 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(pai.search.imp, "train", crash_on_fourth)
+    monkeypatch.setattr(pai.training.record, "train", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         run_imp(config, tmp_path / "resumed", data=mnist_small, progress=False)
     root = imp_path(config, tmp_path / "resumed")
     assert (root / "level-01" / "COMPLETE").is_file()
     assert not (root / "level-02" / "COMPLETE").exists()
-    monkeypatch.setattr(pai.search.imp, "train", real_train)
+    monkeypatch.setattr(pai.training.record, "train", real_train)
     run_imp(config, tmp_path / "resumed", data=mnist_small, progress=False)
     assert_same_outputs(_outputs(root), expected)
 
@@ -305,7 +306,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(
     (root / "level-02" / "COMPLETE").unlink()
     (root / "level-03" / "final.pt").write_bytes(b"stale")
     calls.clear()
-    monkeypatch.setattr(pai.search.imp, "train", lambda *a, **k: (calls.append(1), real_train(*a, **k))[1])
+    monkeypatch.setattr(pai.training.record, "train", lambda *a, **k: (calls.append(1), real_train(*a, **k))[1])
     result = run_imp(config, tmp_path / "resumed", data=mnist_small, progress=False)
     assert len(calls) == 4  # levels 2 and 3, each with its reinit control
     assert_same_outputs(_outputs(root), expected)

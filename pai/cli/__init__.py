@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 
-from pai import __version__
+from pai.core.version import __version__
 from pai.core.errors import PaiError
 
 # Subcommand modules under pai.cli, in the order `pai --help` lists them.

@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,25 @@ import pandas as pd
 
 from pai.core.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 
-MARKER = "COMPLETE"
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The name of every file a run directory may hold, in one place."""
+
+    config: str = "config.json"  # the canonical config the hash is taken of
+    metrics: str = "metrics.json"  # what the training measured
+    history: str = "history.csv"  # one row per evaluation
+    masks: str = "masks.pt"  # the mask trained under ({name: bool tensor})
+    start: str = "start.pt"  # the state_dict training started from (pruned weights zero)
+    final: str = "final.pt"  # the state_dict at the end of training
+    row: str = "row.json"  # a comparison run's row of runs.csv
+    rewind: str = "rewind.pt"  # an IMP run's rewinding weights
+    levels: str = "levels.csv"  # an IMP run's table of levels
+    marker: str = "COMPLETE"  # written last: the run finished
+
+
+FILES = RunFiles()
+MARKER = FILES.marker
 
 
 def canonical(config: Any) -> Any:
@@ -72,7 +91,7 @@ class Run:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
-        atomic_write_json(self.path / "config.json", {"kind": self.kind, **canonical(self.config)})
+        atomic_write_json(self.path / FILES.config, {"kind": self.kind, **canonical(self.config)})
 
     def finish(self) -> None:
         """Write the completion marker: the last file of every run."""

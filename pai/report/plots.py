@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from pai.core.atomic import atomic_write
-from pai.experiments.compare import DENSE, IMP, ORIGINAL
+from pai.report.schema import DENSE, IMP, ORIGINAL
 
 VARIANT_STYLES = {"shuffle": ":", "reinit": "-.", "invert": "--"}
 VARIANT_MARKERS = {"shuffle": "s", "reinit": "^", "invert": "v"}
@@ -143,7 +143,7 @@ def _format_axis(ax, compressions: list[float], *, small: bool = False) -> None:
 def plot_accuracy_vs_compression(
     runs: pd.DataFrame, path: str | Path, *, title: str | None = None
 ) -> Path:
-    """Draw the runs table (see `pai.experiments.compare.RUN_COLUMNS`) into a PNG at `path`, atomically."""
+    """Draw the runs table (see `pai.report.schema.RUN_COLUMNS`) into a PNG at `path`, atomically."""
     with matplotlib.rc_context():  # seaborn's theme for this figure only
         sns.set_theme(style="whitegrid", context="notebook")
         fig = _figure(runs, title)

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from pai.core.atomic import atomic_write_text
-from pai.experiments.compare import ORIGINAL
+from pai.report.schema import ORIGINAL
 
 GROUP = ["method", "variant", "requested_compression"]
 SUMMARY_COLUMNS: tuple[str, ...] = (

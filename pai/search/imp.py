@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,181 +39,25 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from pai.core import seeds
 from pai.core.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from pai.core.errors import PaiError, unknown_name
-from pai.pruning.masks import SCOPES, Masks, keep_topk, kept_count, prunable_parameters
 from pai.core.steps import Step
-from pai.core.store import MARKER, Run, canonical, config_hash
+from pai.core.store import FILES, Run, canonical, config_hash
+from pai.pruning.levels import PruningPlan, check_schedule, prune_by_magnitude, pruning_plan
+from pai.pruning.masks import Masks, prunable_parameters
 from pai.search.ticket import SearchCost, Ticket
 from pai.training.config import TrainConfig
-from pai.training.loop import TrainResult, state_copy, train
+from pai.training.loop import TrainResult
+from pai.training.record import train_into
 from pai.training.schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
 
 RESETS: tuple[str, ...] = ("rewind", "lr-rewind", "finetune")
 REWIND_SCHEDULES: tuple[str, ...] = ("restart", "resume")
+# Controls: the ablations of `pai.search.ablations`, trained at every level > 0.
 CONTROLS: tuple[str, ...] = ("reinit", "shuffle")
-# Controls draw from seeds far from every model seed in use, so that a control's random
-# initialization or permutation is never another run's initialization.
-CONTROL_SEED_BASE = 1 << 20
-
-
-def _round_half_up(value: float) -> int:
-    return math.floor(value + 0.5)
-
-
-def _check_schedule(
-    levels: int, rate: float, scope: str, targets: Sequence[float], output_half_rate: bool
-) -> None:
-    """PaiError naming the first schedule setting that is not allowed."""
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
-        raise PaiError(f"levels must be a whole number >= 0, got {levels!r}")
-    if not 0 < rate < 1:
-        raise PaiError(f"pruning rate must be between 0 and 1 (exclusive), got {rate!r}")
-    if scope not in SCOPES:
-        raise unknown_name("scope", scope, SCOPES)
-    for target in targets:
-        if not math.isfinite(target) or target < 1:
-            raise PaiError(f"target compression must be a finite number >= 1, got {target!r}")
-    if targets and output_half_rate:
-        raise PaiError(
-            "exact target compressions cannot be combined with a half-rate output layer: the "
-            "overall compression then depends on the layer sizes; drop one of the two"
-        )
-
-
-# --- the schedule ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PruningPlan:
-    """How many weights each group keeps at each level; level 0 is the dense network.
-
-    A group is a tuple of parameter names ranked together: all prunable weights for global
-    pruning, one layer each for layerwise pruning, and the output layer on its own when it is
-    pruned at half rate.
-    """
-
-    sizes: dict[str, int]
-    groups: tuple[tuple[str, ...], ...]
-    kept: tuple[tuple[int, ...], ...]  # kept[level][group]
-
-    def __len__(self) -> int:
-        return len(self.kept)
-
-    @property
-    def total(self) -> int:
-        return sum(self.sizes.values())
-
-    def level_kept(self, level: int) -> int:
-        """Weights kept in total at `level`."""
-        return sum(self.kept[level])
-
-    def compression(self, level: int) -> float:
-        """The true compression (prunable / kept weights) at `level`."""
-        return self.total / self.level_kept(level)
-
-
-def pruning_plan(
-    sizes: Mapping[str, int],
-    *,
-    levels: int,
-    rate: float = 0.2,
-    scope: str = "global",
-    targets: Sequence[float] = (),
-    output_half_rate: bool = False,
-    min_kept: int = 1,
-) -> PruningPlan:
-    """The kept count of every group at every level, for prunable tensors of the given sizes.
-
-    A group of n weights pruned at rate r keeps floor(n * (1 - r)^L + 1/2) weights at level
-    L = 1..`levels` (round half up, computed in float64), at least min(`min_kept`, n). Global
-    scope ranks all tensors as one group; layerwise scope ranks each tensor alone. With
-    `output_half_rate` (Frankle & Carbin 2019) the output layer, the last tensor of `sizes`,
-    is its own group pruned at rate r / 2; the others keep their scope.
-
-    Each target compression c adds a level where every group keeps exactly `kept_count(n, c)`,
-    placed by density among the others (density (1 - r)^L against 1 / c), so the step before
-    it prunes to the exact target. Given targets, levels below the largest one are dropped; a
-    target beyond the last geometric level is reached in one step from it. A level never keeps
-    more than the one before (a pruned weight cannot return), and a level keeping what the one
-    before kept is dropped, which happens only in tiny networks or at `min_kept`.
-    """
-    names = list(sizes)
-    if not names or any(size < 1 for size in sizes.values()):
-        raise PaiError(f"a pruning plan needs tensors with at least one weight, got {dict(sizes)}")
-    _check_schedule(levels, rate, scope, targets, output_half_rate)
-    output = names[-1] if output_half_rate else None
-    body = [n for n in names if n != output]
-    group_rates: list[tuple[tuple[str, ...], float]] = []
-    if scope == "global":
-        group_rates += [(tuple(body), rate)] if body else []
-    else:
-        group_rates += [((n,), rate) for n in body]
-    if output is not None:
-        group_rates.append(((output,), rate / 2))
-    groups = tuple(g for g, _ in group_rates)
-    group_sizes = [sum(sizes[n] for n in g) for g in groups]
-
-    # (density under the base rate, order at ties, counts per group)
-    points: list[tuple[float, int, tuple[int, ...]]] = []
-    for level in range(1, levels + 1):
-        counts = tuple(
-            max(min(min_kept, n), 1, _round_half_up(n * (1 - r) ** level))
-            for n, (_, r) in zip(group_sizes, group_rates, strict=True)
-        )
-        points.append(((1 - rate) ** level, 0, counts))
-    for target in sorted(set(targets)):
-        counts = tuple(kept_count(n, target) for n in group_sizes)
-        points.append((1 / target, 1, counts))
-    points.sort(key=lambda point: (-point[0], point[1]))
-    if targets:
-        points = [p for p in points if p[0] >= 1 / max(targets)]
-
-    kept = [tuple(group_sizes)]
-    for _, _, counts in points:
-        counts = tuple(min(c, before) for c, before in zip(counts, kept[-1], strict=True))
-        if counts != kept[-1]:
-            kept.append(counts)
-    return PruningPlan(dict(sizes), groups, tuple(kept))
-
-
-def imp_schedule(
-    total: int, levels: int, rate: float = 0.2, targets: Sequence[float] = ()
-) -> list[int]:
-    """Weights kept after each level 1, 2, ... of global IMP on `total` weights.
-
-    Level L keeps floor(total * (1 - rate)^L + 1/2) (round half up, at least 1); each target
-    compression c adds a level keeping exactly `kept_count(total, c)`. The full rule, including
-    ordering, dropped repeats and where the schedule stops with targets, is `pruning_plan`'s.
-    """
-    plan = pruning_plan({"weights": total}, levels=levels, rate=rate, targets=targets)
-    return [counts[0] for counts in plan.kept[1:]]
-
-
-# --- the prune-reset loop -------------------------------------------------------------------
-
-
-@torch.no_grad()
-def prune_by_magnitude(
-    model: nn.Module, masks: Masks, groups: Sequence[Sequence[str]], counts: Sequence[int]
-) -> Masks:
-    """Keep exactly `counts[i]` weights of `groups[i]`: the live ones of largest magnitude.
-
-    Only weights alive in `masks` are ranked, so a pruned weight never comes back; ties break
-    by position (`keep_topk`). The model is not changed.
-    """
-    params = dict(model.named_parameters())
-    kept: dict[str, Tensor] = {}
-    for group, count in zip(groups, counts, strict=True):
-        scores = {name: params[name].detach().abs() for name in group}
-        size = sum(score.numel() for score in scores.values())
-        # kept_count(size, size / count) == count exactly: the quotient is within float
-        # rounding of `count`, far from the half-way points kept_count rounds at.
-        group_masks = keep_topk(scores, size / count, "global", live={n: masks[n] for n in group})
-        kept.update(group_masks)
-    return Masks({name: kept[name] for name in masks})
 
 
 # Trains the model in place under the masks at a level; the loop does everything else.
@@ -310,7 +154,7 @@ class ImpConfig:
                 f"rewind {self.rewind!r} applies only to reset='rewind'; "
                 f"reset={self.reset!r} keeps the trained weights"
             )
-        _check_schedule(self.levels, self.rate, self.scope, self.targets, self.output_half_rate)
+        check_schedule(self.levels, self.rate, self.scope, self.targets, self.output_half_rate)
 
     def identity(self) -> dict[str, Any]:
         """The canonical config that names the run directory (controls left out)."""
@@ -427,30 +271,9 @@ def imp_path(config: ImpConfig, out: str | Path) -> Path:
     return Path(out) / f"imp-{config_hash(config.identity())}"
 
 
-def run_imp(
-    config: ImpConfig,
-    out: str | Path,
-    *,
-    data=None,
-    data_root: str | Path | None = None,
-    device: torch.device | str | None = None,
-    progress: bool | None = None,
-) -> ImpResult:
-    """Run (or resume) IMP under `<out>/imp-<hash>/` and return every level.
-
-    Level 0 trains the dense network from its seeded initialization and saves the rewind
-    weights (`rewind.pt`, step `config.rewind`); each later level prunes, resets and trains as
-    `imp_loop` does. Level L is the complete run `level-LL/` (config.json, masks.pt, start.pt,
-    final.pt, metrics.json, history.csv, COMPLETE last); its controls are `level-LL-reinit/`
-    and `level-LL-shuffle/`. A rerun starts after the last complete level (retraining the ones
-    after it and their controls) and trains only missing controls. `data` (a loaded
-    `pai.data.loading.Dataset`, already cut to `config.train_per_class` when that is set) is used as
-    given; otherwise the dataset is loaded once onto `device`.
-    `levels.csv` holds one row per level.
-    """
+def _imp_data(config: ImpConfig, data, data_root: str | Path | None, device):
+    """`data` checked against `config.train_per_class`, or the dataset loaded and cut."""
     from pai.data.loading import load_dataset, training_subset
-    from pai.models import build_model
-    from pai.pruning.sanity import reinitialize, shuffle_within_layers
 
     if data is None:
         data = load_dataset(config.dataset, root=data_root, device=device)
@@ -464,126 +287,187 @@ def run_imp(
             f"{config.train_per_class} needs {config.train_per_class * data.spec.num_classes}; "
             "pass pai.data.loading.training_subset(data, train_per_class)"
         )
-    device = data.train.x.device
-    model = build_model(config.model, config.dataset, seed=config.model_seed).to(device)
-    sizes = {name: p.numel() for name, p in prunable_parameters(model).items()}
-    plan = pruning_plan(
-        sizes,
-        levels=config.levels,
-        rate=config.rate,
-        scope=config.scope,
-        targets=config.targets,
-        output_half_rate=config.output_half_rate,
-    )
-    steps_per_epoch = data.train.num_batches(config.train.batch_size)
-    budget = Step.parse(config.train.budget).iterations(steps_per_epoch)
-    last_rewind = budget - 1 if config.rewind_schedule == "resume" else budget
-    if Step.parse(config.rewind).iterations(steps_per_epoch) > last_rewind:
-        raise PaiError(
-            f"rewind step {config.rewind} is beyond the training budget {config.train.budget} "
-            f"({budget} iterations); allowed: 0 to {last_rewind} iterations"
+    return data
+
+
+class ImpRun:
+    """One IMP experiment in its directory `<out>/imp-<hash>/`: its plan, levels and controls.
+
+    Level L is the complete run `level-LL/` (the files of `pai.training.record`); its controls
+    are `level-LL-reinit/` and `level-LL-shuffle/`; `rewind.pt` holds the rewinding weights.
+    """
+
+    def __init__(self, config: ImpConfig, out: str | Path, data, progress: bool | None = None):
+        from pai.models import build_model
+
+        self.config = config
+        self.data = data
+        self.progress = progress
+        self.device = data.train.x.device
+        self.model = build_model(config.model, config.dataset, seed=config.model_seed)
+        self.model.to(self.device)
+        sizes = {name: p.numel() for name, p in prunable_parameters(self.model).items()}
+        self.plan = pruning_plan(
+            sizes,
+            levels=config.levels,
+            rate=config.rate,
+            scope=config.scope,
+            targets=config.targets,
+            output_half_rate=config.output_half_rate,
         )
-    pruned_config = config.train
-    if config.reset == "finetune":
-        pruned_config = _finetune_config(config.train, steps_per_epoch)
-    level_configs = [config.train] + [pruned_config] * (len(plan) - 1)
+        self.level_configs = self._level_configs()
+        self.root = imp_path(config, out)
+        self.hash = self.root.name.removeprefix("imp-")
 
-    root = imp_path(config, out)
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "config.json", {"kind": "imp", **config.identity()})
-    imp_hash = root.name.removeprefix("imp-")
+    def _level_configs(self) -> list[TrainConfig]:
+        """What each level trains with; PaiError for a rewind step outside the budget."""
+        config = self.config
+        steps_per_epoch = self.data.train.num_batches(config.train.batch_size)
+        budget = Step.parse(config.train.budget).iterations(steps_per_epoch)
+        last_rewind = budget - 1 if config.rewind_schedule == "resume" else budget
+        if Step.parse(config.rewind).iterations(steps_per_epoch) > last_rewind:
+            raise PaiError(
+                f"rewind step {config.rewind} is beyond the training budget "
+                f"{config.train.budget} ({budget} iterations); allowed: 0 to {last_rewind} "
+                "iterations"
+            )
+        pruned = config.train
+        if config.reset == "finetune":
+            pruned = _finetune_config(config.train, steps_per_epoch)
+        return [config.train] + [pruned] * (len(self.plan) - 1)
 
-    def level_run(level: int, control: str | None = None) -> _NamedRun:
-        identity = {
-            "imp": imp_hash,
-            "level": level,
-            "role": control or "ticket",
-            "group_kept": plan.kept[level],
-            "train": level_configs[level],
-        }
-        return _NamedRun(root, _level_name(level, control), identity)
-
-    def load(path: Path) -> dict[str, Tensor]:
-        return torch.load(path, map_location=device, weights_only=True)
-
-    def train_and_store(
-        run: _NamedRun, net: nn.Module, masks: Masks, level: int, snapshot_at: tuple[str, ...] = ()
-    ) -> TrainResult:
-        """Train `net` from its current weights under `masks` into `run` (not finished yet)."""
-        run.start()
-        masks.save(run.path / "masks.pt")
-        run.save_tensors("start.pt", state_copy(net, "cpu"))
-        result = train(
-            net,
-            data,
-            level_configs[level],
-            masks=masks if level > 0 else None,  # level 0 is dense: nothing to enforce
-            snapshot_at=snapshot_at,
-            progress=progress,
-            start_at=config.rewind if level > 0 and config.rewind_schedule == "resume" else "0it",
+    def run(self) -> ImpResult:
+        """Train level 0 (or resume after the last complete level), then prune, reset and
+        train every later level and its controls; read every level back into an `ImpResult`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.root / FILES.config, {"kind": "imp", **self.config.identity()})
+        first = next(
+            (lv for lv in range(len(self.plan)) if not self.level_run(lv).complete),
+            len(self.plan),
         )
-        run.save_tensors("final.pt", state_copy(net, "cpu"))
-        run.write_csv("history.csv", result.history)
-        summary = {"level": level, "kept": masks.kept, "compression": masks.compression}
-        run.write_json("metrics.json", {**result.metrics, **summary})
+        masks = self._train_dense() if first == 0 else self._resume(first)
+        rewind = self._load(self.root / FILES.rewind) if self.config.reset == "rewind" else None
+        imp_loop(
+            self.model,
+            masks,
+            self.plan,
+            self._train_level,
+            rewind_state=rewind,
+            first_level=max(first, 1),
+        )
+        for level in range(1, len(self.plan)):
+            self._train_controls(level)
+        result = _collect(self.config, self.root, self.plan, self.level_configs)
+        result.write_csv()
         return result
 
-    def start_source(level: int) -> dict[str, Tensor]:
+    def level_run(self, level: int, control: str | None = None) -> _NamedRun:
+        identity = {
+            "imp": self.hash,
+            "level": level,
+            "role": control or "ticket",
+            "group_kept": self.plan.kept[level],
+            "train": self.level_configs[level],
+        }
+        return _NamedRun(self.root, _level_name(level, control), identity)
+
+    def _load(self, path: Path) -> dict[str, Tensor]:
+        return torch.load(path, map_location=self.device, weights_only=True)
+
+    def _train_dense(self) -> Masks:
+        """Level 0: the dense network from its initialization; saves the rewinding weights."""
+        run = self.level_run(0)
+        result = self._train(run, self.model, Masks.dense(self.model), 0, (self.config.rewind,))
+        rewind = {k: v.cpu() for k, v in result.snapshots[self.config.rewind].items()}
+        atomic_torch_save(rewind, self.root / FILES.rewind)
+        run.finish()
+        return Masks.dense(self.model)
+
+    def _resume(self, first: int) -> Masks:
+        """The model and mask at the end of level `first - 1`, read back from its run."""
+        last = self.level_run(first - 1).path
+        self.model.load_state_dict(self._load(last / FILES.final))
+        return Masks.load(last / FILES.masks, map_location=self.device)
+
+    def _train(
+        self, run: Run, net: nn.Module, masks: Masks, level: int, snapshot_at: tuple[str, ...] = ()
+    ) -> TrainResult:
+        """Train `net` from its current weights under `masks` into `run` (not finished yet)."""
+        resume = level > 0 and self.config.rewind_schedule == "resume"
+        return train_into(
+            run,
+            net,
+            self.data,
+            self.level_configs[level],
+            masks=masks if level > 0 else None,  # level 0 is dense: nothing to enforce
+            extra_metrics={"level": level, "kept": masks.kept, "compression": masks.compression},
+            snapshot_at=snapshot_at,
+            progress=self.progress,
+            start_at=self.config.rewind if resume else "0it",
+        )
+
+    def _start_source(self, level: int) -> dict[str, Tensor]:
         """The weights level `level` starts from before masking: rewind or last level's final."""
-        if config.reset == "rewind":
-            return load(root / "rewind.pt")
-        return load(level_run(level - 1).path / "final.pt")
+        if self.config.reset == "rewind":
+            return self._load(self.root / FILES.rewind)
+        return self._load(self.level_run(level - 1).path / FILES.final)
 
-    def train_controls(level: int) -> None:
-        masks = Masks.load(level_run(level).path / "masks.pt", map_location=device)
-        seed = CONTROL_SEED_BASE + 1000 * config.model_seed + level
-        for control in config.controls:
-            run = level_run(level, control)
-            if run.complete:
-                continue
-            net = build_model(config.model, config.dataset, seed=config.model_seed).to(device)
-            net.load_state_dict(start_source(level))
-            if control == "reinit":
-                control_masks = masks
-                net = reinitialize(net, masks, seed)
-            else:
-                control_masks = shuffle_within_layers(masks, torch.Generator().manual_seed(seed))
-                control_masks.apply(net)
-            result = train_and_store(run, net, control_masks, level)
-            run.finish()
-            accuracy = result.metrics["test_accuracy"]
-            log.info("level %d %s: test accuracy %.4f", level, control, accuracy)
-
-    def train_level(level: int, masks: Masks) -> None:
+    def _train_level(self, level: int, masks: Masks) -> None:
         for control in CONTROLS:  # controls left by an earlier attempt used another mask
-            shutil.rmtree(level_run(level, control).path, ignore_errors=True)
-        run = level_run(level)
-        result = train_and_store(run, model, masks, level)
+            shutil.rmtree(self.level_run(level, control).path, ignore_errors=True)
+        run = self.level_run(level)
+        result = self._train(run, self.model, masks, level)
         run.finish()
         accuracy = result.metrics["test_accuracy"]
         log.info("level %d: kept %d, test accuracy %.4f", level, masks.kept, accuracy)
-        train_controls(level)
+        self._train_controls(level)
 
-    first_level = next((lv for lv in range(len(plan)) if not level_run(lv).complete), len(plan))
-    if first_level == 0:
-        masks = Masks.dense(model)
-        run = level_run(0)
-        result = train_and_store(run, model, masks, 0, snapshot_at=(config.rewind,))
-        rewind = {k: v.cpu() for k, v in result.snapshots[config.rewind].items()}
-        atomic_torch_save(rewind, root / "rewind.pt")
-        run.finish()
-        first_level = 1
-    else:
-        last = level_run(first_level - 1).path
-        model.load_state_dict(load(last / "final.pt"))
-        masks = Masks.load(last / "masks.pt", map_location=device)
-    rewind_state = load(root / "rewind.pt") if config.reset == "rewind" else None
-    imp_loop(model, masks, plan, train_level, rewind_state=rewind_state, first_level=first_level)
-    for level in range(1, len(plan)):
-        train_controls(level)
-    result = _collect(config, root, plan, level_configs)
-    result.write_csv()
-    return result
+    def _train_controls(self, level: int) -> None:
+        """The level's mask re-initialized and shuffled (`pai.search.ablations`), each a run."""
+        from pai.models import build_model
+        from pai.search.ablations import ablate
+
+        missing = [c for c in self.config.controls if not self.level_run(level, c).complete]
+        if not missing:
+            return
+        path = self.level_run(level).path
+        masks = Masks.load(path / FILES.masks, map_location=self.device)
+        ticket = Ticket(
+            masks, self._load(path / FILES.start), source_state=self._start_source(level)
+        )
+        for control in missing:
+            net = build_model(self.config.model, self.config.dataset, seed=self.config.model_seed)
+            net.to(self.device)
+            ablated = ablate(
+                ticket, control, net, seeds.ablation_seed(self.config.model_seed, level)
+            )
+            net.load_state_dict(ablated.state)
+            run = self.level_run(level, control)
+            result = self._train(run, net, ablated.masks, level)
+            run.finish()
+            log.info(
+                "level %d %s: test accuracy %.4f", level, control, result.metrics["test_accuracy"]
+            )
+
+
+def run_imp(
+    config: ImpConfig,
+    out: str | Path,
+    *,
+    data=None,
+    data_root: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+) -> ImpResult:
+    """Run (or resume) IMP under `<out>/imp-<hash>/` and return every level (see `ImpRun`).
+
+    A rerun starts after the last complete level (retraining the ones after it and their
+    controls) and trains only missing controls. `data` (a loaded `pai.data.loading.Dataset`,
+    already cut to `config.train_per_class` when that is set) is used as given; otherwise the
+    dataset is loaded once onto `device`. `levels.csv` holds one row per level.
+    """
+    data = _imp_data(config, data, data_root, device)
+    return ImpRun(config, out, data, progress).run()
 
 
 def _collect(
@@ -594,16 +478,16 @@ def _collect(
     cost = SearchCost()
     for level in range(len(plan)):
         path = root / _level_name(level)
-        metrics = json.loads((path / "metrics.json").read_text())
-        masks = Masks.load(path / "masks.pt")
+        metrics = json.loads((path / FILES.metrics).read_text())
+        masks = Masks.load(path / FILES.masks)
         controls = {}
         for control in config.controls:
             control_path = root / _level_name(level, control)
-            if (control_path / MARKER).is_file():
+            if (control_path / FILES.marker).is_file():
                 controls[control] = ControlRun(
                     control,
-                    Masks.load(control_path / "masks.pt"),
-                    json.loads((control_path / "metrics.json").read_text()),
+                    Masks.load(control_path / FILES.masks),
+                    json.loads((control_path / FILES.metrics).read_text()),
                     control_path,
                 )
         levels.append(

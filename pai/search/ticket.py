@@ -8,7 +8,9 @@ many full trainings. The harness then trains every ticket under the same budget.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import pandas as pd
 from torch import Tensor
 
 from pai.pruning.masks import Masks
@@ -30,10 +32,28 @@ class SearchCost:
         )
 
 
+@dataclass(frozen=True)
+class StoredTraining:
+    """A finished training of exactly this ticket (IMP's level): its metrics and history."""
+
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+
+
 @dataclass
 class Ticket:
-    """A mask, the state_dict to train from (pruned weights already zero), and its search cost."""
+    """A mask, the state_dict to train from (pruned weights already zero), and its search cost.
+
+    `source_state` is the state the mask was applied to (the initial, rewound or trained
+    weights before masking; None: `state` itself): a shuffled mask is applied to it, so an
+    ablation keeps the weights the method chose from. `converged` says whether the search's
+    stopping rule fired (None: it has none). `trained` holds a finished training of exactly
+    this ticket under the requested budget, which the harness reuses instead of training again.
+    """
 
     masks: Masks
     state: dict[str, Tensor]
     cost: SearchCost = field(default_factory=SearchCost)
+    source_state: dict[str, Tensor] | None = None
+    converged: bool | None = None
+    trained: StoredTraining | None = None

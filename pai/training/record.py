@@ -1,0 +1,63 @@
+"""The one writer of a trained run directory, and what it holds.
+
+Every run pai trains, whatever experiment asked for it, holds the same files (names in
+`pai.core.store.FILES`): `config.json`, `masks.pt` (all ones for a dense run), `start.pt`, `final.pt`,
+`history.csv`, `metrics.json` and, last, `COMPLETE`. A run whose training is reused from
+another run (an IMP level trained exactly as the ticket would be) holds copies of that run's
+files. The caller adds its own files (a comparison's `row.json`) before `run.finish()`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pai.core.atomic import atomic_write
+from pai.core.store import FILES, Run
+from pai.pruning.masks import Masks
+from pai.training.config import TrainConfig
+from pai.training.loop import TrainResult, state_copy, train
+
+
+def train_into(
+    run: Run,
+    model: nn.Module,
+    data,
+    config: TrainConfig,
+    *,
+    masks: Masks | None = None,
+    extra_metrics: Mapping[str, Any] | None = None,
+    **train_options: Any,
+) -> TrainResult:
+    """Start `run`, train `model` from its current weights under `masks`, write the run's files.
+
+    `masks` None trains densely (and stores the all-ones mask, so every run holds one).
+
+    `train_options` go to `pai.training.loop.train` (device, progress, snapshot_at, start_at,
+    on_epoch_end). `extra_metrics` are added to `metrics.json`. The run is not finished: the
+    caller writes what else it keeps and calls `run.finish()`.
+    """
+    run.start()
+    (masks if masks is not None else Masks.dense(model)).save(run.path / FILES.masks)
+    run.save_tensors(FILES.start, state_copy(model, "cpu"))
+    result = train(model, data, config, masks=masks, **train_options)
+    run.save_tensors(FILES.final, state_copy(model, "cpu"))
+    run.write_csv(FILES.history, result.history)
+    run.write_json(FILES.metrics, {**result.metrics, **(extra_metrics or {})})
+    return result
+
+
+def copy_training(run: Run, source: Path, masks: Masks) -> dict[str, Any]:
+    """Start `run` as a copy of the training stored in `source`; returns its metrics.
+
+    The files are copied atomically; `masks` is the ticket's mask (the same as the source's).
+    """
+    run.start()
+    masks.save(run.path / FILES.masks)
+    for name in (FILES.start, FILES.final, FILES.history, FILES.metrics):
+        atomic_write(run.path / name, lambda tmp, name=name: shutil.copyfile(source / name, tmp))
+    return run.read_json(FILES.metrics)
