@@ -302,10 +302,6 @@ def _resolve(scorer: str | Scorer | type[Scorer]) -> Scorer:
     needs_training = getattr(resolved, "needs_training", False)
     if not isinstance(needs_training, bool):
         raise ScorerCheckError(f"scorer {resolved.name!r}: 'needs_training' must be a bool")
-    if needs_training and not callable(getattr(resolved, "find_ticket", None)):
-        raise ScorerCheckError(
-            f"scorer {resolved.name!r} sets needs_training but has no find_ticket() method"
-        )
     return resolved
 
 

@@ -225,8 +225,8 @@ class _NeedsDataNotABool(_Magnitude):
     needs_data = "yes"
 
 
-class _TrainsWithoutFindTicket(_Magnitude):
-    needs_training = True
+class _NeedsTrainingNotABool(_Magnitude):
+    needs_training = 1
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ class _TrainsWithoutFindTicket(_Magnitude):
         (_EditsTheMasks, r"modified the masks it was given"),
         (_GlobalRandom, r"different scores to '.*' in two calls with the same seed"),
         (_NeedsDataNotABool, r"'needs_data' must be a bool"),
-        (_TrainsWithoutFindTicket, r"sets needs_training but has no find_ticket\(\)"),
+        (_NeedsTrainingNotABool, r"'needs_training' must be a bool"),
     ],
 )
 def test_a_broken_scorer_fails_with_a_message_naming_it_and_the_problem(scorer, message):
@@ -272,8 +272,8 @@ def test_unknown_names_fail_the_check():
 
 def test_exported_lazily_from_pai():
     assert pai.check_scorer is check_scorer
-    code = "import sys, pai; print(sorted(m for m in sys.modules if m.startswith('pai.')))"
+    code = "import sys, pai; print('pai.testing' in sys.modules, 'torch' in sys.modules)"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert loaded.stdout.strip() == "[]"
+    assert loaded.stdout.split() == ["False", "False"]  # import pai stays cheap
