@@ -11,11 +11,12 @@ from torch import nn
 
 import pai
 from pai.cli import main
-from pai.data.loading import class_balanced_subset
 from pai.core.errors import PaiError
-from pai.pruning.masks import Masks, kept_count
+from pai.data.loading import class_balanced_subset
 from pai.pruning.driver import prune, round_compressions
+from pai.pruning.masks import Masks, kept_count
 from pai.pruning.registry import Scorer
+from pai.testing import ModelState
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -89,15 +90,6 @@ def test_the_same_seed_gives_the_same_masks(scorer):
         assert run(3) != run(4)
 
 
-def _snapshot(net: nn.Module):
-    return (
-        {k: v.clone() for k, v in net.state_dict().items()},
-        [m.training for m in net.modules()],
-        [p.requires_grad for p in net.parameters()],
-        [p.dtype for p in net.parameters()],
-    )
-
-
 @pytest.mark.parametrize("scorer", ["snip", "grasp", "synflow", "magnitude"])
 def test_prune_leaves_the_model_exactly_as_it_was(scorer):
     net = bn_net().train()
@@ -105,13 +97,9 @@ def test_prune_leaves_the_model_exactly_as_it_was(scorer):
     net[3].weight.requires_grad_(False)
     net[4].bias.requires_grad_(False)
     net(torch.randn(4, 1, 6, 6, generator=seeded(2)))  # non-trivial running statistics
-    before = _snapshot(net)
+    before = ModelState.of(net)
     prune(net, scorer, 10, data=bn_data(), rounds=2, input_shape=(1, 6, 6))
-    after = _snapshot(net)
-    assert before[0].keys() == after[0].keys()
-    for key in before[0]:
-        assert torch.equal(before[0][key], after[0][key]), key
-    assert before[1:] == after[1:]
+    assert before.first_change(ModelState.of(net)) is None
 
 
 class _DeadWeightsFirst(Scorer):
