@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from tabulate import tabulate
 
 from pai.cli.common import (
@@ -16,12 +15,11 @@ from pai.cli.common import (
     compression,
     positive_int,
 )
-from pai.data.loading import load_dataset
-from pai.data.loading import scoring_batches as data_scoring_batches
 from pai.core.devices import resolve_device
-from pai.pruning.masks import Masks
+from pai.data.loading import load_dataset, scoring_batches
 from pai.models import build_model
 from pai.pruning.driver import check_scores_without_training, prune
+from pai.pruning.masks import Masks
 from pai.pruning.registry import get_scorer
 
 
@@ -59,17 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def scoring_batches(
-    dataset: str, per_class: int, batch_size: int, seed: int, data_root: str | None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The seeded, un-augmented class-balanced subset of the training split, in batches.
-
-    The split is read on the CPU: only the subset moves to the scoring device.
-    """
-    train = load_dataset(dataset, root=data_root, device="cpu").train
-    return data_scoring_batches(train, per_class, seed, batch_size)
-
-
 def layer_table(masks: Masks) -> list[dict[str, object]]:
     """Layer, shape, kept, total and density (as a percentage) of every masked layer, then the
     total."""
@@ -94,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.dataset, seed=args.seed)
     data = None
     if scorer.needs_data:  # only then are dataset files needed
-        data = scoring_batches(
-            args.dataset, args.per_class, args.batch_size, args.seed, args.data_root
-        )
+        # read on the CPU: only the subset moves to the scoring device
+        train = load_dataset(args.dataset, root=args.data_root, device="cpu").train
+        data = scoring_batches(train, args.per_class, args.seed, args.batch_size)
     masks = prune(
         model,
         scorer,
