@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "datasets",
     "train",
     "scorers",
+    "allocators",
     "prune",
     "collapse",
     "imp",

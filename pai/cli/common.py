@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from pai.pruning.masks import SCOPES
+from pai.core.errors import PaiError
+from pai.pruning.allocators import resolve_allocator
 from pai.pruning.driver import SCHEDULES
 
 
@@ -20,7 +21,11 @@ def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:
 def add_scoring_arguments(parser: argparse.ArgumentParser, *, rounds: bool = True) -> None:
     """`--scope`, `--per-class` and, with `rounds`, `--rounds` and `--schedule` for pruning."""
     parser.add_argument(
-        "--scope", choices=SCOPES, default="global", help="rank all layers together or each alone"
+        "--scope",
+        type=scope,
+        default="global",
+        help="density allocator: global (rank all layers together), layerwise, er, erk, "
+        "smart-ratio, from-masks:FILE, ... (see `pai allocators`)",
     )
     if rounds:
         parser.add_argument(
@@ -52,6 +57,16 @@ def add_data_root(parser: argparse.ArgumentParser) -> None:
 def add_device(parser: argparse.ArgumentParser) -> None:
     """`--device` (default: cuda when available, else cpu)."""
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+
+
+def scope(text: str) -> str:
+    """argparse type: a registered density allocator's name, or `name:ARGUMENT` for one that
+    takes an argument (`from-masks:FILE`, whose file is read here)."""
+    try:
+        resolve_allocator(text)
+    except PaiError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def positive_int(text: str) -> int:

@@ -24,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from pai.core.errors import PaiError, unknown_name
-from pai.pruning.masks import SCOPES, Masks, Scope
 from pai.models import model_input_shape
+from pai.pruning.allocators import Allocator, resolve_allocator
 from pai.pruning.driver import compute_scores, prune
+from pai.pruning.masks import Masks
 from pai.pruning.registry import Scorer, resolve_scorer
 
 Criterion = Literal["layer", "path"]
@@ -344,7 +345,7 @@ def critical_compression(
     *,
     data: Iterable[tuple[Tensor, Tensor]] | None = None,
     rounds: int | None = None,
-    scope: Scope = "global",
+    scope: str | Allocator = "global",
     seed: int = 0,
     resolution: float = 0.05,
     criterion: Criterion = "layer",
@@ -379,12 +380,11 @@ def critical_compression(
         )
     if criterion not in CRITERIA:
         raise unknown_name("criterion", criterion, CRITERIA)
-    if scope not in SCOPES:
-        raise unknown_name("scope", scope, SCOPES)
+    allocator = resolve_allocator(scope)
     if not math.isfinite(resolution) or resolution <= 0:
         raise PaiError(f"resolution must be a positive number of decades, got {resolution!r}")
     rounds = scorer.default_rounds if rounds is None else rounds
-    one_shot_global = rounds == 1 and scope == "global"
+    one_shot_global = rounds == 1 and allocator.joint
     if search is None:
         search = "exact" if one_shot_global else ("bisection" if rounds == 1 else "scan")
     if search not in SEARCHES:
@@ -425,8 +425,8 @@ def critical_compression(
         )
         return examine(compression, masks)
 
-    # layerwise keep_topk accepts compressions up to the smallest layer's size
-    top = max_compression if scope == "global" else float(min(m.numel() for m in dense.values()))
+    # layerwise pruning accepts compressions up to the smallest layer's size, the others N / L
+    top = float(min(m.numel() for m in dense.values())) if scope == "layerwise" else max_compression
     value, above, probes = _search(probe, failed, top, resolution, search)
     return CriticalCompression(
         value,

@@ -2,8 +2,10 @@
 
 One call turns a scorer into a mask at a target compression. Iterative scorers (SynFlow) prune
 in rounds; each round scores the network under the current mask and ranks only the live
-weights, so a pruned weight never comes back. The model passed in is never changed: scoring
-runs on one private copy.
+weights, so a pruned weight never comes back, unless the scorer asks for revival explicitly
+(`allows_revival`, FORCE): it then ranks every weight live in the starting masks each round.
+The scope's allocator sets each round's per-layer counts. The model passed in is never
+changed: scoring runs on one private copy.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from tqdm.auto import tqdm
 from pai.core.devices import resolve_device
 from pai.core.errors import PaiError, unknown_name
 from pai.models import model_input_shape
-from pai.pruning.masks import SCOPES, Masks, Scope, keep_topk, kept_count
+from pai.pruning.allocators import Allocator, keep_allocated, layer_counts, resolve_allocator
+from pai.pruning.masks import Masks, kept_count
 from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer
 
 SCHEDULES: tuple[str, ...] = ("exponential", "linear")
@@ -57,17 +60,20 @@ def check_scores_without_training(scorer: Scorer) -> None:
         )
 
 
-def _check_target(masks: Masks, compression: float, scope: Scope) -> None:
+def _check_target(masks: Masks, compression: float, scope: str | Allocator) -> None:
     """PaiError unless `compression` is reachable from `masks` in `scope` by pruning only."""
-    if scope not in SCOPES:
-        raise unknown_name("scope", scope, SCOPES)
-    if scope == "global":
+    allocator = resolve_allocator(scope)
+    if allocator.joint:
         target = kept_count(masks.total, compression)
         if masks.kept < target:
             raise PaiError(
                 f"the starting masks keep {masks.kept} weights, fewer than the {target} that "
                 f"compression {compression:g} keeps; pruning never revives weights"
             )
+        return
+    if scope != "layerwise":
+        shapes = {name: tuple(mask.shape) for name, mask in masks.items()}
+        layer_counts(allocator, shapes, compression, masks.layer_kept())
         return
     smallest = min(m.numel() for m in masks.values())
     if not 1 <= compression <= smallest:
@@ -114,7 +120,12 @@ class Scoring:
     context: ScoringContext
 
     def scores(self) -> dict[str, Tensor]:
-        """Score the copy under `masks` (pruned weights zeroed first) and check the result."""
+        """Score the copy under `masks` (pruned weights zeroed first, after restoring the
+        original weights for a scorer that allows revival) and check the result."""
+        if self.context.original_weights is not None:
+            with torch.no_grad():
+                for name, weight in self.context.original_weights.items():
+                    self.work.get_parameter(name).copy_(weight)
         self.masks.apply(self.work)
         scores = self.scorer.score(self.work, self.masks, self.context)
         check_scores(scores, self.masks, self.scorer)
@@ -136,13 +147,14 @@ def prepare_scoring(
     input_shape: Sequence[int] | None,
     seed: int,
     device: torch.device | str | None,
-    target: tuple[float, Scope] | None = None,
+    target: tuple[float, str | Allocator] | None = None,
 ) -> Scoring:
     """Check the arguments, read `data` once, and make the one copy of `model` scoring uses.
 
     `target` (compression, scope) is checked against the starting masks before anything is
     copied. The copy is on `device`, in eval mode, with the pruned weights zero and
     `requires_grad` on exactly the masked parameters; the model itself is left untouched.
+    For a scorer that allows revival, the context keeps the masked parameters' original values.
     Scorers that train are accepted here: `prune` and `compute_scores` refuse them first.
     """
     scorer = resolve_scorer(scorer)
@@ -171,6 +183,8 @@ def prepare_scoring(
     work = copy.deepcopy(model).to(device).eval()
     for name, p in work.named_parameters():
         p.requires_grad_(name in masks)
+    if getattr(scorer, "allows_revival", False):
+        context.original_weights = {n: work.get_parameter(n).detach().clone() for n in masks}
     masks = masks.to(device)
     masks.apply(work)
     return Scoring(scorer, work, masks, context)
@@ -200,7 +214,7 @@ def prune(
     data: Iterable[tuple[Tensor, Tensor]] | None = None,
     rounds: int | None = None,
     schedule: str = "exponential",
-    scope: Scope = "global",
+    scope: str | Allocator = "global",
     input_shape: Sequence[int] | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -209,7 +223,9 @@ def prune(
     """Prune `model` to `compression` (prunable weights / kept weights) with `scorer`.
 
     `scorer` is a registered name or a `Scorer`. `rounds` (default: the scorer's) rounds follow
-    `schedule` (see `round_compressions`); `scope` is `global` or `layerwise`. `data` is an
+    `schedule` (see `round_compressions`); `scope` names the density allocator (`global`,
+    `layerwise`, `erk`, `from-masks:FILE`, ...: `pai.pruning.allocators`), which sets every
+    round's per-layer counts at that round's compression. `data` is an
     iterable of (inputs, targets) batches, read once and used as given. `input_shape` defaults
     to the model's (zoo models record it), else the first batch's. `masks` starts from an
     already pruned network (compression stays relative to all its prunable weights); by default
@@ -221,8 +237,11 @@ def prune(
         model, scorer, masks, data, input_shape, seed, device, target=(compression, scope)
     )
     rounds = scoring.scorer.default_rounds if rounds is None else rounds
+    allocator = resolve_allocator(scope)
+    start = scoring.masks  # a scorer that allows revival ranks every weight live here
     targets = round_compressions(scoring.masks.compression, compression, rounds, schedule)
     progress = tqdm(targets, desc=f"{scoring.scorer.name} rounds", disable=len(targets) < 2 or None)
     for target in progress:
-        scoring.masks = keep_topk(scoring.scores(), target, scope, live=scoring.masks)
+        live = start if getattr(scoring.scorer, "allows_revival", False) else scoring.masks
+        scoring.masks = keep_allocated(scoring.scores(), target, allocator, live=live)
     return scoring.masks.to(model.get_parameter(next(iter(scoring.masks))).device)

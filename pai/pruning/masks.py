@@ -182,31 +182,56 @@ def keep_topk(
     (each layer keeps `kept_count(layer size, compression)`). Only weights alive in `live`
     are ranked, so a pruned weight never comes back. Ties break by position: the earlier layer
     (in `scores` order) and then the lower flat index wins, so equal scores give one mask.
+    The other density allocators (ER, ERK, ...) are `pai.pruning.allocators.keep_allocated`.
     """
     if scope not in SCOPES:
         raise PaiError(f"unknown scope {scope!r}; choose one of: {', '.join(SCOPES)}")
     names = list(scores)
     live = live or {n: torch.ones_like(scores[n], dtype=torch.bool) for n in names}
-    for name in names:
-        if torch.isnan(scores[name][live[name]]).any():
-            raise PaiError(f"scores of {name!r} contain NaN; scores must be comparable numbers")
+    _check_comparable(scores, live)
     if scope == "global":
         total = sum(scores[n].numel() for n in names)
         return _keep_count_jointly(scores, live, kept_count(total, compression))
-    if compression > min(scores[n].numel() for n in names):
-        smallest = min(scores[n].numel() for n in names)
+    counts = layerwise_counts({n: scores[n].numel() for n in names}, compression)
+    return keep_counts(scores, counts, live)
+
+
+def layerwise_counts(sizes: Mapping[str, int], compression: float) -> dict[str, int]:
+    """`kept_count(size, compression)` for every layer: the same fraction of each.
+
+    PaiError when `compression` exceeds the smallest layer's size (it would keep nothing there).
+    """
+    smallest = min(sizes.values())
+    if compression > smallest:
         raise PaiError(
             f"layerwise compression {compression:g} would empty the smallest layer "
             f"({smallest} weights); allowed: 1 to {smallest}"
         )
+    return {name: kept_count(size, compression) for name, size in sizes.items()}
+
+
+def keep_counts(
+    scores: Mapping[str, Tensor],
+    counts: Mapping[str, int],
+    live: Mapping[str, Tensor] | None = None,
+) -> Masks:
+    """Keep the `counts[n]` highest-scored live weights of every layer n, each layer alone.
+
+    A layer with fewer live weights than its count keeps all of them. Ties break by the lower
+    flat index, as in `keep_topk`.
+    """
+    live = live or {n: torch.ones_like(scores[n], dtype=torch.bool) for n in scores}
+    _check_comparable(scores, live)
     return Masks(
-        {
-            n: _keep_count_jointly(
-                {n: scores[n]}, {n: live[n]}, kept_count(scores[n].numel(), compression)
-            )[n]
-            for n in names
-        }
+        {n: _keep_count_jointly({n: scores[n]}, {n: live[n]}, counts[n])[n] for n in scores}
     )
+
+
+def _check_comparable(scores: Mapping[str, Tensor], live: Mapping[str, Tensor]) -> None:
+    """PaiError if a live weight's score is NaN (NaN has no place in a ranking)."""
+    for name in scores:
+        if torch.isnan(scores[name][live[name]]).any():
+            raise PaiError(f"scores of {name!r} contain NaN; scores must be comparable numbers")
 
 
 def _keep_count_jointly(scores: Mapping[str, Tensor], live: Mapping[str, Tensor], k: int) -> Masks:
