@@ -3,8 +3,8 @@
 The mask a network would be pruned to stops changing long before training ends. Early-bird
 trains the dense network, draws the mask at the target compression after every epoch, and stops
 as soon as the recent masks agree; the ticket is that mask, found after a few epochs instead of
-a full training. It needs training, so `pai.prune` rejects it; the comparison harness calls its
-`find_ticket`, the protocol extension for scorers that train (see `scorers/README.md`).
+a full training. It needs training, so `pai.prune` rejects it; it is a ticket search
+(`pai.search.protocol.TicketSearch`): experiments call its `find` (see `scorers/README.md`).
 
 The stopping rule, exactly: after epoch e the mask m_e is drawn. The last `window` (5) masks are
 kept. Once `window` masks exist, the `window - 1` normalized Hamming distances between successive
@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from pai.core.errors import PaiError, unknown_name
 from pai.pruning.masks import Masks, Scope, keep_topk, kept_count, prunable_parameters
 from pai.pruning.registry import Scorer, ScoringContext
+from pai.search.protocol import SearchContext, SearchRequest, TicketSearch
 from pai.search.ticket import SearchCost, Ticket
 from pai.training.config import TrainConfig
 from pai.training.loop import state_copy, train
@@ -145,13 +146,55 @@ def bn_channel_mask(model: nn.Module, compression: float) -> Masks:
 
 @dataclass
 class EarlyBirdTicket(Ticket):
-    """An early-bird ticket, with whether the stopping rule fired and the distances it saw.
+    """An early-bird ticket, with the distances between the masks it drew.
 
-    `distances[i]` is d(m_i, m_{i+1}) between the masks drawn after epochs i + 1 and i + 2.
+    `distances[i]` is d(m_i, m_{i+1}) between the masks drawn after epochs i + 1 and i + 2;
+    `converged` says whether the stopping rule fired.
     """
 
-    converged: bool = False
     distances: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EarlyBirdOptions:
+    """Early-bird's options; each is a `pai compare --earlybird-<option>` flag."""
+
+    epsilon: float = field(
+        default=EPSILON,
+        metadata={
+            "help": "stop when the last 4 successive mask distances are all below this",
+            "aliases": ("--eb-epsilon",),
+        },
+    )
+    restart: str = field(
+        default="trained",
+        metadata={
+            "help": "ticket weights: those at the stopping point, or the initial ones",
+            "choices": RESTARTS,
+            "aliases": ("--eb-restart",),
+        },
+    )
+    mode: str = field(
+        default="magnitude",
+        metadata={"help": "mask criterion", "choices": MODES, "aliases": ("--eb-mode",)},
+    )
+    max_epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop searching after this many epochs (default: the budget)",
+            "aliases": ("--eb-max-epochs",),
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise unknown_name("early-bird mode", self.mode, MODES)
+        if self.restart not in RESTARTS:
+            raise unknown_name("early-bird restart", self.restart, RESTARTS)
+        if not 0 < self.epsilon <= 1:
+            raise PaiError(f"early-bird epsilon must be in (0, 1], got {self.epsilon!r}")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise PaiError(f"early-bird max_epochs must be >= 1, got {self.max_epochs!r}")
 
 
 def _draw(model: nn.Module, compression: float, scope: Scope, mode: str) -> Masks:
@@ -160,11 +203,11 @@ def _draw(model: nn.Module, compression: float, scope: Scope, mode: str) -> Mask
     return magnitude_mask(model, compression, scope)
 
 
-class EarlyBirdScorer(Scorer):
+class EarlyBirdScorer(Scorer, TicketSearch):
     """Early-bird tickets (You et al. 2020): the training-time mask, taken once it stops changing.
 
     `score` is the criterion each epoch's mask ranks by, |w| of the current weights; the ticket
-    itself comes from `find_ticket`, which trains.
+    itself comes from `find` (the ticket-search protocol), which trains.
     """
 
     name = "earlybird"
@@ -172,11 +215,25 @@ class EarlyBirdScorer(Scorer):
     needs_training = True
     default_rounds = 1
     description = "magnitude mask drawn during dense training, stopped when masks stop changing"
+    Options = EarlyBirdOptions
 
     def score(self, model: nn.Module, masks: Masks, context: ScoringContext) -> dict[str, Tensor]:
         return {name: w.detach().abs() for name, w in self.weights(model, masks).items()}
 
-    def find_ticket(
+    def find(self, request: SearchRequest, context: SearchContext) -> EarlyBirdTicket:
+        """The early-bird ticket of `request`'s seeded model, trained on `context.data`."""
+        return self.search(
+            context.build(request),
+            context.data,
+            request.compression,
+            train_config=request.train,
+            scope=request.scope,
+            options=request.options or EarlyBirdOptions(),
+            device=context.device,
+            progress=context.progress,
+        )
+
+    def search(
         self,
         model: nn.Module,
         data,
@@ -184,13 +241,9 @@ class EarlyBirdScorer(Scorer):
         *,
         train_config: TrainConfig,
         scope: Scope = "global",
+        options: EarlyBirdOptions | None = None,
         device: torch.device | str | None = None,
         progress: bool | None = None,
-        transform: Callable[[Masks], Masks] | None = None,
-        epsilon: float = EPSILON,
-        mode: str = "magnitude",
-        restart: str = "trained",
-        max_epochs: int | None = None,
     ) -> EarlyBirdTicket:
         """Train a copy of `model` densely under `train_config` until the stopping rule fires.
 
@@ -200,79 +253,80 @@ class EarlyBirdScorer(Scorer):
         budget runs out. The ticket's mask is the last one drawn (drawn once more at the end
         of training when the budget ends between epochs); `converged` says whether the rule
         fired. Its weights are those at the stopping point (`restart="trained"`) or the
-        initial ones (`restart="init"`), with pruned weights zero. `transform` maps the mask
-        found to the one the ticket uses (the harness's shuffle sanity check), before the
-        weights are masked. Search cost: the epochs and steps trained and the masks drawn.
-        `model` itself is not changed.
+        initial ones (`restart="init"`), with pruned weights zero; `source_state` holds them
+        unmasked. Search cost: the epochs and steps trained and the masks drawn. `model`
+        itself is not changed.
         """
-        if mode not in MODES:
-            raise unknown_name("early-bird mode", mode, MODES)
-        if restart not in RESTARTS:
-            raise unknown_name("early-bird restart", restart, RESTARTS)
-        if not 0 < epsilon <= 1:
-            raise PaiError(f"early-bird epsilon must be in (0, 1], got {epsilon!r}")
-        if max_epochs is not None and max_epochs < 1:
-            raise PaiError(f"early-bird max_epochs must be >= 1, got {max_epochs!r}")
-        if mode == "bn-channel" and scope != "global":
+        options = options or EarlyBirdOptions()
+        if options.mode == "bn-channel" and scope != "global":
             raise PaiError("early-bird bn-channel mode ranks channels globally; use scope='global'")
-
         work = copy.deepcopy(model)
         initial = state_copy(work)
-        history: deque[Masks] = deque(maxlen=WINDOW)
-        distances: list[float] = []
-        drawn = 0
-        converged = False
-
-        def draw() -> None:
-            nonlocal drawn
-            history.append(_draw(work, compression, scope, mode))
-            drawn += 1
-            if len(history) > 1:
-                distances.append(mask_distance(history[-2], history[-1]))
-
-        def on_epoch_end(epoch: int, net: nn.Module) -> bool:
-            nonlocal converged
-            draw()
-            converged = should_stop(history, epsilon)
-            recent = successive_distances(history)
-            log.info(
-                "early-bird epoch %d: largest of the last %d distances %s",
-                epoch,
-                len(recent),
-                f"{max(recent):.4f}" if recent else "n/a",
-            )
-            return converged or (max_epochs is not None and epoch >= max_epochs)
-
+        drawing = _MaskDrawing(work, compression, scope, options)
         result = train(
             work,
             data,
             train_config,
             device=device,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=drawing.on_epoch_end,
             progress=progress,
         )
         if not result.stopped_early:  # the budget ended between two epoch ends: draw once more
-            draw()
-            converged = should_stop(history, epsilon)
-        if not converged:
+            drawing.draw()
+        if not drawing.converged:
             log.warning(
                 "early-bird did not converge (epsilon %g) in %g epochs; using the last mask",
-                epsilon,
+                options.epsilon,
                 result.metrics["epochs"],
             )
-        masks = history[-1]
-        if transform is not None:
-            masks = transform(masks)
-        state = state_copy(work) if restart == "trained" else initial
+        masks = drawing.history[-1]
+        source = state_copy(work) if options.restart == "trained" else initial
         start = copy.deepcopy(model)
-        start.load_state_dict(state)
+        start.load_state_dict(source)
         masks = masks.to(next(start.parameters()).device)
         masks.apply(start)
         cost = SearchCost(
             epochs=float(result.metrics["epochs"]),
             steps=int(result.metrics["steps"]),
-            scoring_passes=drawn,
+            scoring_passes=drawing.drawn,
         )
         return EarlyBirdTicket(
-            masks, state_copy(start), cost, converged=converged, distances=distances
+            masks,
+            state_copy(start),
+            cost,
+            source_state=source,
+            converged=drawing.converged,
+            distances=drawing.distances,
         )
+
+
+class _MaskDrawing:
+    """The masks drawn after every epoch of the search, and the stopping rule over them."""
+
+    def __init__(
+        self, model: nn.Module, compression: float, scope: Scope, options: EarlyBirdOptions
+    ):
+        self.model, self.compression, self.scope, self.options = model, compression, scope, options
+        self.history: deque[Masks] = deque(maxlen=WINDOW)
+        self.distances: list[float] = []
+        self.drawn = 0
+        self.converged = False
+
+    def draw(self) -> None:
+        self.history.append(_draw(self.model, self.compression, self.scope, self.options.mode))
+        self.drawn += 1
+        if len(self.history) > 1:
+            self.distances.append(mask_distance(self.history[-2], self.history[-1]))
+        self.converged = should_stop(self.history, self.options.epsilon)
+
+    def on_epoch_end(self, epoch: int, net: nn.Module) -> bool:
+        self.draw()
+        recent = successive_distances(self.history)
+        log.info(
+            "early-bird epoch %d: largest of the last %d distances %s",
+            epoch,
+            len(recent),
+            f"{max(recent):.4f}" if recent else "n/a",
+        )
+        max_epochs = self.options.max_epochs
+        return self.converged or (max_epochs is not None and epoch >= max_epochs)

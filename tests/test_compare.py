@@ -11,14 +11,15 @@ import pytest
 import scipy.stats
 import torch
 
-import pai.experiments.compare
+import pai.training.record
 from pai.cli import main
-from pai.experiments.compare import RUN_COLUMNS, CompareConfig, find_ticket, plan_runs, run_comparison
-from pai.data.loading import load_dataset
 from pai.core.errors import PaiError
-from pai.pruning.masks import Masks, kept_count
+from pai.data.loading import load_dataset
+from pai.experiments.compare import CompareConfig, find_ticket, plan_runs, run_comparison
 from pai.models import build_model
+from pai.pruning.masks import Masks, kept_count
 from pai.pruning.registry import unregister_scorer
+from pai.report.schema import RUN_COLUMNS
 from pai.report.tables import summarize
 from pai.training.config import TrainConfig
 from pai.training.loop import train
@@ -108,8 +109,8 @@ def test_reused_imp_training_equals_training_the_ticket_again(comparison, data_r
     data = load_dataset("mnist", root=data_root, device="cpu")
     config = TrainConfig(budget="20it", batch_size=100, seed=0)  # the CLI's, with its defaults
     ticket = find_ticket(
-        "imp", "lenet300", "mnist", 4, data=data, train=config, imp_rate=0.5,
-        imp_targets=(2, 4), store=comparison / "runs",
+        "imp", "lenet300", "mnist", 4, data=data, train=config, options={"rate": 0.5},
+        compressions=(2, 4), store=comparison / "runs",
     )  # fmt: skip
     model = build_model("lenet300", "mnist", seed=0)
     model.load_state_dict(ticket.state)
@@ -147,8 +148,7 @@ def test_rerun_trains_nothing(comparison, data_root, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(pai.experiments.compare, "train", no_training)
-    monkeypatch.setattr("pai.search.imp.train", no_training)
+    monkeypatch.setattr(pai.training.record, "train", no_training)
     args = _compare_args(
         comparison, data_root,
         "--methods", "random,magnitude,imp", "--compressions", "2,4",
@@ -163,7 +163,7 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes(tmp_path, data
     args = _compare_args(
         tmp_path, data_root, "--methods", "random,magnitude", "--compressions", "2,4"
     )
-    real_train = pai.experiments.compare.train
+    real_train = pai.training.record.train
     calls = []
 
     def interrupted_on_the_fourth(*a, **k):
@@ -172,7 +172,7 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes(tmp_path, data
             raise KeyboardInterrupt
         return real_train(*a, **k)
 
-    monkeypatch.setattr(pai.experiments.compare, "train", interrupted_on_the_fourth)
+    monkeypatch.setattr(pai.training.record, "train", interrupted_on_the_fourth)
     assert main(args) == 130
     finished = pd.read_csv(tmp_path / "runs.csv")
     assert len(finished) == 3  # dense, random x2, random x4
@@ -186,7 +186,7 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes(tmp_path, data
         calls.append(1)
         return real_train(*a, **k)
 
-    monkeypatch.setattr(pai.experiments.compare, "train", counted)
+    monkeypatch.setattr(pai.training.record, "train", counted)
     assert main(args) == 0
     assert len(calls) == 2  # only magnitude x2 and x4 trained
     assert len(pd.read_csv(tmp_path / "runs.csv")) == 5

@@ -14,6 +14,7 @@ from pai.pruning.driver import prune
 from pai.pruning.registry import get_scorer
 from pai.training.config import TrainConfig
 from scorers.earlybird import (
+    EarlyBirdOptions,
     EarlyBirdScorer,
     bn_channel_mask,
     bn_channel_pairs,
@@ -133,7 +134,7 @@ def test_weights_frozen_after_the_start_stop_at_the_fifth_epoch(small_mnist):
     the end of epoch 5, the first epoch with five masks."""
     model = build_model("lenet300", "mnist", seed=0)
     config = TrainConfig(budget="20ep", batch_size=500, lr=0.0, eval_every="20ep")
-    ticket = EarlyBirdScorer().find_ticket(model, small_mnist, 10, train_config=config)
+    ticket = EarlyBirdScorer().search(model, small_mnist, 10, train_config=config)
     assert ticket.converged
     assert ticket.cost.epochs == 5 and ticket.cost.steps == 10
     assert ticket.distances == [0, 0, 0, 0]
@@ -144,8 +145,8 @@ def test_does_not_stop_while_masks_keep_changing(small_mnist):
     of 266,200 is 3.8e-6), so the rule never fires and the whole budget is spent."""
     model = build_model("lenet300", "mnist", seed=0)
     config = TrainConfig(budget="6ep", batch_size=500, lr=0.1, eval_every="6ep")
-    ticket = EarlyBirdScorer().find_ticket(
-        model, small_mnist, 10, train_config=config, epsilon=1e-6
+    ticket = EarlyBirdScorer().search(
+        model, small_mnist, 10, train_config=config, options=EarlyBirdOptions(epsilon=1e-6)
     )
     assert not ticket.converged
     assert ticket.cost.epochs == 6
@@ -157,7 +158,7 @@ def test_real_training_stops_early_with_a_ticket_of_the_right_size(small_mnist):
     model = build_model("lenet300", "mnist", seed=3)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     config = TrainConfig(budget="30ep", batch_size=200, lr=0.01, eval_every="30ep")
-    ticket = EarlyBirdScorer().find_ticket(model, small_mnist, 20, train_config=config)
+    ticket = EarlyBirdScorer().search(model, small_mnist, 20, train_config=config)
     assert ticket.converged
     assert 5 <= ticket.cost.epochs < 30
     assert max(ticket.distances[-4:]) < 0.1  # the four distances the rule fired on
@@ -172,8 +173,8 @@ def test_real_training_stops_early_with_a_ticket_of_the_right_size(small_mnist):
     )
     assert _state_equal(model.state_dict(), initial)  # the model given is left unchanged
 
-    rewound = EarlyBirdScorer().find_ticket(
-        model, small_mnist, 20, train_config=config, restart="init"
+    rewound = EarlyBirdScorer().search(
+        model, small_mnist, 20, train_config=config, options=EarlyBirdOptions(restart="init")
     )
     assert rewound.masks == ticket.masks  # same training, same stopping point
     for name, value in initial.items():

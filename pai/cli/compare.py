@@ -21,7 +21,8 @@ from pai.cli.common import (
     pruning_rate,
 )
 from pai.cli.train import add_training_arguments, training_config
-from pai.experiments.compare import SANITY_CHECKS, CompareConfig, run_comparison
+from pai.experiments.compare import CompareConfig, run_comparison
+from pai.report.schema import SANITY_CHECKS
 from pai.core.devices import resolve_device
 from pai.report.provenance import write_provenance
 from pai.core.steps import Step
@@ -128,6 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def compare_config(args: argparse.Namespace) -> CompareConfig:
     """The CompareConfig the flags describe (repeated methods, compressions, checks once)."""
     options = {}
+    if "imp" in args.methods:
+        options["imp"] = {"rate": args.imp_rate, "rewind": args.rewind}
     if EARLYBIRD in args.methods:
         options[EARLYBIRD] = {
             "epsilon": args.eb_epsilon,
@@ -146,9 +149,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         scope=args.scope,
         per_class=args.per_class,
         train_per_class=args.train_per_class,
-        imp_rate=args.imp_rate,
-        rewind=args.rewind,
-        scorer_options=options,
+        options=options,
     )
 
 

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pai.data.specs import DATASETS, DatasetSpec, dataset_spec
+from pai.core import seeds
 from pai.core.devices import resolve_device
 from pai.core.errors import DataNotFoundError, PaiError
+from pai.data.specs import DATASETS, DatasetSpec, dataset_spec
 
 log = logging.getLogger(__name__)
 
 DATA_ROOT_ENV = "PAI_DATA_ROOT"
-VALIDATION_SEED = 0  # the hold-out is the same for every run, whatever the run's seed
 DOWNLOAD_SOCKET_TIMEOUT_S = 60.0  # torchvision opens URLs with no timeout of its own
 
 
@@ -214,7 +214,9 @@ def scoring_batches(
     return list(zip(x.split(batch_size), y.split(batch_size), strict=True))
 
 
-def training_subset(data: Dataset, per_class: int, seed: int = 0) -> Dataset:
+def training_subset(
+    data: Dataset, per_class: int, seed: int = seeds.TRAINING_SUBSET_SEED
+) -> Dataset:
     """`data` with its training split cut to a fixed class-balanced subset of `per_class` each.
 
     For reduced budgets: every method, IMP level and seed trains on the same examples
@@ -224,6 +226,21 @@ def training_subset(data: Dataset, per_class: int, seed: int = 0) -> Dataset:
     x, y = class_balanced_subset(data.train, per_class, generator)
     train = Split(x, y, data.train.num_classes, data.train.pad_value)
     return Dataset(spec=data.spec, root=data.root, train=train, test=data.test)
+
+
+def load_for_training(
+    name: str,
+    *,
+    root: str | Path | None = None,
+    device: torch.device | str | None = None,
+    train_per_class: int | None = None,
+) -> Dataset:
+    """The dataset every trained run uses: loaded onto `device`, its training split cut to
+    the fixed class-balanced subset of `train_per_class` examples per class when given."""
+    data = load_dataset(name, root=root, device=device)
+    if train_per_class is None:
+        return data
+    return training_subset(data, train_per_class)
 
 
 # --- files on disk -------------------------------------------------------------------------
@@ -356,7 +373,7 @@ def load_dataset(
     Files are looked for in `root`, else `$PAI_DATA_ROOT`, else `~/.cache/pai/data`, in
     torchvision's layout; if absent and `download`, torchvision downloads them there. With
     `validation=n`, n training examples chosen by a permutation of a generator seeded with
-    `VALIDATION_SEED` (the same hold-out for every run) form `.validation` and leave `.train`;
+    `pai.core.seeds.VALIDATION_SEED` (the same hold-out for every run) form `.validation` and leave `.train`;
     both keep the stored order. The device defaults to CUDA when available.
     """
     spec = dataset_spec(name)
@@ -379,7 +396,7 @@ def load_dataset(
     held_out = None
     if validation:
         order = torch.randperm(
-            len(train_y), generator=torch.Generator().manual_seed(VALIDATION_SEED)
+            len(train_y), generator=torch.Generator().manual_seed(seeds.VALIDATION_SEED)
         )
         held, kept = order[:validation].sort().values, order[validation:].sort().values
         held_out = _to_split(train_x[held], train_y[held], spec, target)

@@ -273,13 +273,13 @@ def imp_path(config: ImpConfig, out: str | Path) -> Path:
 
 def _imp_data(config: ImpConfig, data, data_root: str | Path | None, device):
     """`data` checked against `config.train_per_class`, or the dataset loaded and cut."""
-    from pai.data.loading import load_dataset, training_subset
+    from pai.data.loading import load_for_training
 
     if data is None:
-        data = load_dataset(config.dataset, root=data_root, device=device)
-        if config.train_per_class is not None:
-            data = training_subset(data, config.train_per_class)
-    elif config.train_per_class is not None and (
+        return load_for_training(
+            config.dataset, root=data_root, device=device, train_per_class=config.train_per_class
+        )
+    if config.train_per_class is not None and (
         len(data.train) != config.train_per_class * data.spec.num_classes
     ):
         raise PaiError(

@@ -25,7 +25,7 @@ from pai.search.ticket import StoredTraining, Ticket
 
 if TYPE_CHECKING:
     from pai.data.loading import Dataset
-    from pai.training.loop import TrainConfig
+    from pai.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,8 @@ many full trainings. The harness then trains every ticket under the same budget.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
-import pandas as pd
 from torch import Tensor
 
 from pai.pruning.masks import Masks
@@ -34,10 +33,10 @@ class SearchCost:
 
 @dataclass(frozen=True)
 class StoredTraining:
-    """A finished training of exactly this ticket (IMP's level): its metrics and history."""
+    """The run directory of a finished training of exactly a ticket (an IMP level), whose
+    files (`pai.training.record`) a run that would train the same can copy."""
 
-    metrics: dict[str, Any]
-    history: pd.DataFrame
+    path: Path
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 from pai.core.store import Run
 from pai.pruning.masks import Masks
 from pai.training.config import TrainConfig
-from pai.training.loop import state_copy, train
+from pai.training.record import train_into
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,10 @@ def train_run(
     """Train a zoo model and store the run; returns (run, whether it ran now).
 
     A finished run with the same config is not trained again. `train_per_class` trains on the
-    fixed class-balanced subset of that many examples per class (`pai.data.loading.training_subset`). The directory holds
-    `config.json`, `metrics.json`, `history.csv`, `masks.pt` (when masked), `final.pt` and
-    the `COMPLETE` marker, written last.
+    fixed class-balanced subset of that many examples per class. The directory holds the
+    files of every trained run (`pai.training.record`), the `COMPLETE` marker last.
     """
-    from pai.data.loading import load_dataset, training_subset
+    from pai.data.loading import load_for_training
     from pai.models import build_model
 
     run = Run(
@@ -77,16 +76,10 @@ def train_run(
     if run.complete:
         return run, False
     model = build_model(model_name, dataset_name, seed=model_seed)
-    data = load_dataset(dataset_name, root=data_root, device=device)
-    if train_per_class is not None:
-        data = training_subset(data, train_per_class)
-    run.start()
-    result = train(model, data, config, masks=masks, device=data.train.x.device, progress=progress)
-    if masks is not None:
-        masks.save(run.path / "masks.pt")
-    run.save_tensors("final.pt", state_copy(model, "cpu"))
-    run.write_csv("history.csv", result.history)
-    run.write_json("metrics.json", result.metrics)
+    data = load_for_training(
+        dataset_name, root=data_root, device=device, train_per_class=train_per_class
+    )
+    train_into(run, model, data, config, masks=masks, device=data.train.x.device, progress=progress)
     run.finish()
     log.info("finished %s", run.path)
     return run, True

@@ -1,0 +1,113 @@
+"""IMP as a ticket search: one IMP run per seed reaches every requested compression exactly.
+
+The ticket of a compression is its IMP level: the level's mask and rewound start weights, and
+as cost the training of every level before it. When the harness would train the ticket exactly
+as IMP trained that level (same `TrainConfig`), the level's training is offered for reuse, and
+level 0 (the dense network) is offered as the experiment's dense reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from pai.core.errors import PaiError
+from pai.core.steps import Step
+from pai.core.store import FILES
+from pai.report.schema import IMP
+from pai.search.imp import ImpConfig, ImpResult, run_imp
+from pai.search.protocol import SearchContext, SearchIdentity, SearchRequest, TicketSearch
+from pai.search.ticket import StoredTraining, Ticket
+
+
+@dataclass(frozen=True)
+class ImpOptions:
+    """IMP's options in an experiment; the targets are the experiment's compressions."""
+
+    rate: float = field(
+        default=0.2, metadata={"help": "IMP's pruning rate per level between the targets"}
+    )
+    rewind: str = field(
+        default="0it",
+        metadata={"help": "IMP's rewinding step: 0, 500it, 2ep", "aliases": ("--rewind",)},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate < 1:
+            raise PaiError(f"IMP rate must be between 0 and 1 (exclusive), got {self.rate!r}")
+        object.__setattr__(self, "rewind", Step.canonical(self.rewind))
+
+
+def imp_levels(compressions: Iterable[float], rate: float) -> int:
+    """The geometric IMP levels needed to reach the largest compression at `rate`."""
+    largest = max(compressions)
+    return max(1, math.ceil(math.log(largest) / -math.log1p(-rate) - 1e-9))
+
+
+class ImpSearch(TicketSearch):
+    """Iterative magnitude pruning (Frankle & Carbin 2019) with every compression a target."""
+
+    name = IMP
+    description = "iterative magnitude pruning: train, prune 20% of what is left, rewind, repeat"
+    needs_data = True
+    Options = ImpOptions
+
+    def identity(self, request: SearchRequest) -> SearchIdentity:
+        options = request.options or ImpOptions()
+        targets = sorted({float(c) for c in (*request.compressions, request.compression)})
+        return SearchIdentity(
+            {
+                "rate": options.rate,
+                "rewind": options.rewind,
+                "levels": imp_levels(targets, options.rate),
+                "targets": targets,
+            }
+        )
+
+    def result(self, request: SearchRequest, context: SearchContext) -> ImpResult:
+        """The IMP run of `request`'s seed with every compression a target (run or resumed)."""
+        identity = self.identity(request).options
+        config = ImpConfig(
+            model=request.model,
+            dataset=request.dataset,
+            train=request.train,
+            model_seed=request.seed,
+            levels=identity["levels"],
+            rate=identity["rate"],
+            scope=request.scope,
+            rewind=identity["rewind"],
+            targets=tuple(identity["targets"]),
+            train_per_class=request.train_per_class,
+        )
+        key = (IMP, config)
+        if key not in context.cache:
+            context.cache[key] = run_imp(
+                config,
+                context.store / IMP,
+                data=context.data,
+                device=context.device,
+                progress=context.progress,
+            )
+        return context.cache[key]
+
+    def find(self, request: SearchRequest, context: SearchContext) -> Ticket:
+        result = self.result(request, context)
+        level = result.level_for(request.compression)
+        rewind = torch.load(result.path / FILES.rewind, map_location="cpu", weights_only=True)
+        reusable = level.train_config == request.train
+        return Ticket(
+            level.masks,
+            level.start_state(),
+            level.cost,
+            source_state=rewind,
+            trained=StoredTraining(level.path) if reusable else None,
+        )
+
+    def dense_training(
+        self, request: SearchRequest, context: SearchContext
+    ) -> StoredTraining | None:
+        dense = self.result(request, context).levels[0]
+        return StoredTraining(dense.path) if dense.train_config == request.train else None
