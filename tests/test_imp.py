@@ -13,12 +13,12 @@ import torch
 
 import pai.training.record
 from pai.cli import main
-from pai.data.loading import Split, load_dataset
 from pai.core.errors import PaiError
-from pai.pruning.levels import imp_schedule, pruning_plan
-from pai.search.imp import ImpConfig, imp_loop, imp_path, run_imp
-from pai.pruning.masks import Masks, kept_count
 from pai.core.store import config_hash
+from pai.data.loading import Split, load_dataset
+from pai.pruning.levels import imp_schedule, pruning_plan
+from pai.pruning.masks import Masks, kept_count
+from pai.search.imp import ImpConfig, imp_loop, imp_path, run_imp
 from pai.training.config import TrainConfig
 
 LENET300 = {"features.1.weight": 235200, "features.3.weight": 30000, "fc.weight": 1000}
