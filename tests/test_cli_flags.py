@@ -8,10 +8,12 @@ from typing import Literal
 
 import pytest
 
-from pai.cli import _OneLineParser
+from pai.cli import _OneLineParser, build_parser
 from pai.cli.flags import add_dataclass_flags, dataclass_values
+from pai.cli.train import training_config
 from pai.core.errors import PaiError
 from pai.core.steps import Step
+from pai.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def test_excluded_fields_have_no_flag_and_no_value():
 def test_help_shows_text_defaults_and_choices():
     text = " ".join(parser_for().format_help().split())
     assert "--rate RATE, --r RATE fraction pruned (default: 0.2)" in text
-    assert "--nesterov, --no-nesterov (default: --no-nesterov)" in text
+    assert "--nesterov, --no-nesterov (default: off)" in text
     assert "--mode {fast,slow} (default: fast)" in text
     assert "--name NAME (default: a)" in text
     assert "--weights WEIGHTS (default: 1.0,0.5)" in text
@@ -159,3 +161,20 @@ def test_bad_exclude_rename_or_class_name_what_is_wrong():
         parser_for(rename={"speed": "pace"})
     with pytest.raises(PaiError, match="not a dataclass"):
         parser_for(int)
+
+
+def test_training_flags_are_the_fields_of_train_config():
+    base = ["train", "--model", "lenet300", "--dataset", "mnist", "--out", "x"]
+    parser = build_parser()
+    assert training_config(parser.parse_args([*base, "--steps", "5"])) == TrainConfig("5it")
+    argv = [
+        *base, "--epochs", "3", "--optimizer", "adam", "--lr", "0.001", "--momentum", "0",
+        "--nesterov", "--weight-decay", "1e-4", "--batch-size", "64", "--lr-schedule", "step",
+        "--milestones", "80ep,120ep", "--gamma", "0.2", "--warmup", "500it", "--eval-every",
+        "2ep", "--no-augment", "--seed", "4",
+    ]  # fmt: skip
+    assert training_config(parser.parse_args(argv)) == TrainConfig(
+        budget="3ep", batch_size=64, optimizer="adam", lr=0.001, momentum=0.0, nesterov=True,
+        weight_decay=1e-4, lr_schedule="step", milestones=("80ep", "120ep"), gamma=0.2,
+        warmup="500it", eval_every="2ep", augment=False, seed=4,
+    )  # fmt: skip

@@ -99,12 +99,12 @@ def _item_parser(shape: _Shape, parse: Callable[[str], Any] | None) -> Callable[
     return convert_list
 
 
-def _default_text(value: Any, flag: str) -> str | None:
+def _default_text(value: Any) -> str | None:
     """How help shows a default, or None when it shows none (None, an empty list)."""
     if value is None or value == ():
         return None
     if isinstance(value, bool):
-        return flag if value else "--no-" + flag[2:]
+        return "on" if value else "off"
     if isinstance(value, tuple):
         return ",".join(map(str, value))
     return str(value)
@@ -168,7 +168,7 @@ def add_dataclass_flags(
                 options["choices"] = shape.choices  # a list checks each item in its parser
             if "metavar" in meta:
                 options["metavar"] = meta["metavar"]
-        default = _default_text(options.get("default"), flag)
+        default = _default_text(options.get("default"))
         words = [meta.get("help", ""), f"(default: {default})" if default is not None else ""]
         text = " ".join(word for word in words if word).replace("%", "%%")
         flags.append(((flag, *meta.get("aliases", ())), options, text or None))

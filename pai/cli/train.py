@@ -4,52 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from pai.cli.common import (
-    add_data_root,
-    add_device,
-    add_model_and_dataset,
-    non_negative_float,
-    positive_int,
-)
+from pai.cli.common import add_data_root, add_device, add_model_and_dataset, positive_int
+from pai.cli.flags import add_dataclass_flags, dataclass_values
 from pai.core.devices import resolve_device
 from pai.pruning.masks import Masks
+from pai.training.config import TrainConfig
 from pai.training.stored import train_run
-from pai.core.steps import Step
-from pai.training.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+
+# Flags of their own: the budget is --epochs or --steps, and --seed seeds the initialization too.
+_OWN_FLAGS = ("budget", "seed")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The optimizer, schedule and budget flags shared by every command that trains."""
+    """The optimizer, schedule and budget flags shared by every command that trains: the fields
+    of `TrainConfig`, with the budget given as --epochs E or --steps S."""
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--epochs", type=positive_int, help="training budget in epochs")
     budget.add_argument("--steps", type=positive_int, help="training budget in iterations")
-    defaults = TrainConfig()
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    parser.add_argument("--lr", type=non_negative_float, default=defaults.lr, help="learning rate")
-    parser.add_argument("--momentum", type=non_negative_float, default=defaults.momentum)
-    parser.add_argument(
-        "--nesterov", action=argparse.BooleanOptionalAction, default=defaults.nesterov
-    )
-    parser.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay)
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule)
-    parser.add_argument(
-        "--milestones",
-        default="",
-        metavar="STEPS",
-        help="comma-separated steps where a 'step' schedule multiplies the lr by --gamma, e.g. 80ep,120ep",
-    )
-    parser.add_argument("--gamma", type=non_negative_float, default=defaults.gamma)
-    parser.add_argument("--warmup", default=defaults.warmup, help="linear lr warmup, e.g. 500it")
-    parser.add_argument(
-        "--eval-every", default=defaults.eval_every, help="evaluate on the test split every STEP"
-    )
-    parser.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random crop and flip on training batches (default: on for CIFAR only)",
-    )
+    add_dataclass_flags(parser, TrainConfig, exclude=_OWN_FLAGS)
     parser.add_argument(
         "--train-per-class",
         type=positive_int,
@@ -67,23 +39,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 def training_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the training flags describe."""
     budget = f"{args.epochs}ep" if args.epochs is not None else f"{args.steps}it"
-    milestones = tuple(str(Step.parse(m)) for m in args.milestones.split(",") if m.strip())
-    return TrainConfig(
-        budget=budget,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=args.nesterov,
-        weight_decay=args.weight_decay,
-        lr_schedule=args.lr_schedule,
-        milestones=milestones,
-        gamma=args.gamma,
-        warmup=str(Step.parse(args.warmup)),
-        eval_every=str(Step.parse(args.eval_every)),
-        augment=args.augment,
-        seed=args.seed,
-    )
+    values = dataclass_values(args, TrainConfig, exclude=_OWN_FLAGS)
+    return TrainConfig(budget=budget, seed=args.seed, **values)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from pai.core.errors import PaiError
 from pai.core.steps import Step
@@ -21,20 +21,40 @@ class TrainConfig:
     Fields added later default to None, which changes neither behaviour nor existing hashes.
     """
 
-    budget: str = "2ep"
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    milestones: tuple[str, ...] = ()
-    gamma: float = 0.1
-    warmup: str = "0it"
-    eval_every: str = "1ep"
-    augment: bool | None = None  # None: the dataset's default (on for CIFAR)
-    seed: int = 0  # seeds the data order; the model's initialization has its own seed
+    budget: str = field(default="2ep", metadata={"help": "training length, e.g. 2ep or 500it"})
+    batch_size: int = field(default=128, metadata={"help": "training examples per step"})
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
+    lr: float = field(default=0.1, metadata={"help": "learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (Adam ignores it)"})
+    nesterov: bool = field(
+        default=False, metadata={"help": "Nesterov momentum (SGD, momentum > 0)"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 term added to the gradient"})
+    lr_schedule: str = field(default="cosine", metadata={"choices": LR_SCHEDULES})
+    milestones: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "comma-separated steps where a 'step' schedule multiplies the lr by gamma, "
+            "e.g. 80ep,120ep",
+            "metavar": "STEPS",
+            "parse": Step.canonical,
+        },
+    )
+    gamma: float = field(default=0.1, metadata={"help": "lr factor at each milestone"})
+    warmup: str = field(
+        default="0it", metadata={"help": "linear lr warmup, e.g. 500it", "parse": Step.canonical}
+    )
+    eval_every: str = field(
+        default="1ep",
+        metadata={"help": "evaluate on the test split every STEP", "parse": Step.canonical},
+    )
+    augment: bool | None = field(  # None: the dataset's default (on for CIFAR)
+        default=None,
+        metadata={"help": "random crop and flip on training batches (default: on for CIFAR only)"},
+    )
+    seed: int = field(  # the model's initialization has its own seed
+        default=0, metadata={"help": "seeds the data order"}
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
