@@ -151,24 +151,30 @@ def plot_accuracy_vs_compression(
 
 
 def _figure(runs: pd.DataFrame, title: str | None) -> Figure:
+    """The main panel (every method's originals) above one small panel per checked method."""
     pruned = runs[runs["method"] != DENSE]
     dense = runs[runs["method"] == DENSE]
     methods = list(dict.fromkeys(pruned["method"]))
     colors = _colors(methods)
-    variants = [v for v in dict.fromkeys(pruned["variant"]) if v != ORIGINAL]
     compressions = sorted(set(pruned["requested_compression"]))
     checked = [m for m in methods if set(pruned[pruned["method"] == m]["variant"]) - {ORIGINAL}]
     rows = math.ceil(len(checked) / 4)
-    columns = math.ceil(len(checked) / rows) if rows else 1
     # a Figure with the Agg canvas, not pyplot: no global figure state, no display needed
     fig = Figure(figsize=(11, 5.6 + 3.3 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     if checked:
         top, bottom = fig.subfigures(2, 1, height_ratios=[5.6, 3.3 * rows])
+        _draw_checks(bottom, pruned, dense, checked, colors, compressions)
     else:
-        top, bottom = fig, None
+        top = fig
+    _draw_originals(top.subplots(), pruned, dense, methods, colors, compressions)
+    if title:
+        fig.suptitle(title, fontweight="bold")
+    return fig
 
-    main = top.subplots()
+
+def _draw_originals(main, pruned, dense, methods, colors, compressions) -> None:
+    """Every method's original tickets against the dense reference, IMP dashed."""
     originals = pruned[pruned["variant"] == ORIGINAL]
     _draw_dense(main, dense)
     for method in methods:
@@ -194,42 +200,44 @@ def _figure(runs: pd.DataFrame, title: str | None) -> Figure:
         labels.append("collapsed run")
     main.legend(handles, labels, fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
 
-    if bottom is not None:
-        axes = bottom.subplots(rows, columns, sharey=True, squeeze=False).flatten()
-        for ax, method in zip(axes, checked, strict=False):
-            _draw_dense(ax, dense)
-            for variant in [ORIGINAL, *variants]:
-                group = pruned[(pruned["method"] == method) & (pruned["variant"] == variant)]
-                if group.empty:
-                    continue
-                if variant == ORIGINAL:
-                    _draw_method(ax, group, colors[method], "-", "o", None, linewidth=2.2)
-                else:
-                    color = VARIANT_COLORS.get(variant, "0.4")
-                    style, marker = VARIANT_STYLES.get(variant, ":"), VARIANT_MARKERS.get(variant)
-                    _draw_method(ax, group, color, style, marker, None)
-            _draw_collapsed(ax, pruned[pruned["method"] == method], colors)
-            _format_axis(ax, compressions, small=True)
-            ax.set_title(method, fontsize="medium")
-            if ax.get_subplotspec().colspan.start:
-                ax.set_ylabel("")
-        for ax in axes[len(checked) :]:
-            ax.set_visible(False)
-        legend = [Line2D([], [], color="0.45", linewidth=1.2, label="dense")]
-        legend += [Line2D([], [], color="0.2", linewidth=2.2, marker="o", label="original")]
-        legend += [
-            Line2D(
-                [],
-                [],
-                color=VARIANT_COLORS.get(v, "0.4"),
-                linestyle=VARIANT_STYLES.get(v, ":"),
-                marker=VARIANT_MARKERS.get(v),
-                label=v,
-            )
-            for v in variants
-        ]
-        bottom.legend(handles=legend, loc="outside right center", fontsize="small")
-        bottom.suptitle("sanity checks (Frankle et al. 2021): the same method's mask ablated")
-    if title:
-        fig.suptitle(title, fontweight="bold")
-    return fig
+
+def _draw_checks(bottom, pruned, dense, checked, colors, compressions) -> None:
+    """One panel per method with sanity checks: its original beside each ablated variant."""
+    variants = [v for v in dict.fromkeys(pruned["variant"]) if v != ORIGINAL]
+    rows = math.ceil(len(checked) / 4)
+    columns = math.ceil(len(checked) / rows)
+    axes = bottom.subplots(rows, columns, sharey=True, squeeze=False).flatten()
+    for ax, method in zip(axes, checked, strict=False):
+        _draw_dense(ax, dense)
+        for variant in [ORIGINAL, *variants]:
+            group = pruned[(pruned["method"] == method) & (pruned["variant"] == variant)]
+            if group.empty:
+                continue
+            if variant == ORIGINAL:
+                _draw_method(ax, group, colors[method], "-", "o", None, linewidth=2.2)
+            else:
+                color = VARIANT_COLORS.get(variant, "0.4")
+                style, marker = VARIANT_STYLES.get(variant, ":"), VARIANT_MARKERS.get(variant)
+                _draw_method(ax, group, color, style, marker, None)
+        _draw_collapsed(ax, pruned[pruned["method"] == method], colors)
+        _format_axis(ax, compressions, small=True)
+        ax.set_title(method, fontsize="medium")
+        if ax.get_subplotspec().colspan.start:
+            ax.set_ylabel("")
+    for ax in axes[len(checked) :]:
+        ax.set_visible(False)
+    legend = [Line2D([], [], color="0.45", linewidth=1.2, label="dense")]
+    legend += [Line2D([], [], color="0.2", linewidth=2.2, marker="o", label="original")]
+    legend += [
+        Line2D(
+            [],
+            [],
+            color=VARIANT_COLORS.get(v, "0.4"),
+            linestyle=VARIANT_STYLES.get(v, ":"),
+            marker=VARIANT_MARKERS.get(v),
+            label=v,
+        )
+        for v in variants
+    ]
+    bottom.legend(handles=legend, loc="outside right center", fontsize="small")
+    bottom.suptitle("sanity checks (Frankle et al. 2021): the same method's mask ablated")
