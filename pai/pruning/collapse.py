@@ -373,6 +373,48 @@ def critical_compression(
     is the default for one-shot layerwise pruning, whose masks are nested.
     """
     scorer = resolve_scorer(scorer)
+    _check_request(scorer, criterion, resolution)
+    allocator = resolve_allocator(scope)
+    rounds = scorer.default_rounds if rounds is None else rounds
+    search = _choose_search(search, rounds, allocator.joint, scope)
+    dense = Masks.dense(model)
+    max_compression = dense.total / len(dense)
+    check = _CollapseCheck(model, criterion, input_shape)
+    if criterion == "path" and check.failed(check.examine(1.0, dense)):
+        raise PaiError("the dense network is already disconnected: no input reaches an output")
+
+    batches = None if data is None else list(data)
+    common = {"data": batches, "input_shape": input_shape, "seed": seed, "device": device}
+    if search == "exact":
+        ranks = _flat_ranks(compute_scores(model, scorer, **common))
+        return _exact(ranks, check.examine, check.failed, max_compression, criterion)
+
+    probes_made = []
+
+    def probe(compression: float) -> Probe:
+        probes_made.append(compression)
+        masks = prune(
+            model, scorer, compression, rounds=rounds, schedule=schedule, scope=scope, **common
+        )
+        return check.examine(compression, masks)
+
+    # layerwise pruning accepts compressions up to the smallest layer's size, the others N / L
+    top = float(min(m.numel() for m in dense.values())) if scope == "layerwise" else max_compression
+    value, above, probes = _search(probe, check.failed, top, resolution, search)
+    return CriticalCompression(
+        value,
+        first_collapsed_layer=_first_collapsed(above),
+        max_compression=max_compression,
+        method=search,
+        criterion=criterion,
+        prune_calls=len(probes_made),
+        collapsed_at=None if above is None else above.compression,
+        probes=tuple(probes),
+    )
+
+
+def _check_request(scorer: Scorer, criterion: str, resolution: float) -> None:
+    """PaiError naming the first argument of `critical_compression` that is not allowed."""
     if getattr(scorer, "needs_training", False):
         raise PaiError(
             f"scorer {scorer.name!r} finds its mask by training; critical compression is defined "
@@ -380,11 +422,14 @@ def critical_compression(
         )
     if criterion not in CRITERIA:
         raise unknown_name("criterion", criterion, CRITERIA)
-    allocator = resolve_allocator(scope)
     if not math.isfinite(resolution) or resolution <= 0:
         raise PaiError(f"resolution must be a positive number of decades, got {resolution!r}")
-    rounds = scorer.default_rounds if rounds is None else rounds
-    one_shot_global = rounds == 1 and allocator.joint
+
+
+def _choose_search(search: str | None, rounds: int, joint: bool, scope: object) -> str:
+    """The search `critical_compression` runs: exact for one-shot joint ranking, bisection for
+    other one-shot pruning (nested masks), a scan for iterative pruning; or the one asked."""
+    one_shot_global = rounds == 1 and joint
     if search is None:
         search = "exact" if one_shot_global else ("bisection" if rounds == 1 else "scan")
     if search not in SEARCHES:
@@ -394,50 +439,24 @@ def critical_compression(
             f"search 'exact' needs one-shot global pruning, got rounds={rounds}, scope={scope!r}; "
             "use 'scan' or 'bisection'"
         )
+    return search
 
-    dense = Masks.dense(model)
-    max_compression = dense.total / len(dense)
-    connectivity = _Connectivity(model, input_shape) if criterion == "path" else None
 
-    def examine(compression: float, masks: Masks) -> Probe:
-        connected = None if connectivity is None else connectivity.effective(masks).kept > 0
+class _CollapseCheck:
+    """Whether a mask has collapsed under a criterion: an empty layer, or no path left."""
+
+    def __init__(self, model: nn.Module, criterion: str, input_shape: Sequence[int] | None):
+        self.criterion = criterion
+        self.connectivity = _Connectivity(model, input_shape) if criterion == "path" else None
+
+    def examine(self, compression: float, masks: Masks) -> Probe:
+        connected = None
+        if self.connectivity is not None:
+            connected = self.connectivity.effective(masks).kept > 0
         return Probe(compression, tuple(layer_collapse(masks)), connected)
 
-    def failed(result: Probe) -> bool:
-        return bool(result.collapsed_layers) if criterion == "layer" else not result.connected
-
-    if connectivity is not None and failed(examine(1.0, dense)):
-        raise PaiError("the dense network is already disconnected: no input reaches an output")
-
-    batches = None if data is None else list(data)
-    common = {"data": batches, "input_shape": input_shape, "seed": seed, "device": device}
-    if search == "exact":
-        ranks = _flat_ranks(compute_scores(model, scorer, **common))
-        return _exact(ranks, examine, failed, max_compression, criterion)
-
-    calls = 0
-
-    def probe(compression: float) -> Probe:
-        nonlocal calls
-        calls += 1
-        masks = prune(
-            model, scorer, compression, rounds=rounds, schedule=schedule, scope=scope, **common
-        )
-        return examine(compression, masks)
-
-    # layerwise pruning accepts compressions up to the smallest layer's size, the others N / L
-    top = float(min(m.numel() for m in dense.values())) if scope == "layerwise" else max_compression
-    value, above, probes = _search(probe, failed, top, resolution, search)
-    return CriticalCompression(
-        value,
-        first_collapsed_layer=_first_collapsed(above),
-        max_compression=max_compression,
-        method=search,
-        criterion=criterion,
-        prune_calls=calls,
-        collapsed_at=None if above is None else above.compression,
-        probes=tuple(probes),
-    )
+    def failed(self, result: Probe) -> bool:
+        return bool(result.collapsed_layers) if self.criterion == "layer" else not result.connected
 
 
 def _first_collapsed(result: Probe | None) -> str | None:
