@@ -1,7 +1,8 @@
-"""Errors the library raises on bad input.
+"""Errors the library raises on bad input, and on files it cannot write.
 
 Every error names the bad value and what is allowed; the CLI prints its message as one line on
-stderr and exits with code 2.
+stderr and exits with code 2 (`PaiError`) or 1 (`WriteError` and other `OSError`s: the disk,
+not the input, is at fault).
 """
 
 from __future__ import annotations
@@ -15,6 +16,17 @@ class PaiError(ValueError):
 
 class DataNotFoundError(PaiError, FileNotFoundError):
     """A dataset's files are absent and could not be downloaded."""
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, file-size limit, no permission).
+
+    It keeps the cause's errno and names the file pai was writing, not its temporary name:
+    `str()` reads `[Errno 28] No space left on device: 'runs/x/masks.pt'`.
+    """
+
+    def __init__(self, path: object, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
 
 
 def unknown_name(kind: str, name: object, allowed: Iterable[str]) -> PaiError:

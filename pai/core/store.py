@@ -3,6 +3,11 @@
 A run directory is complete only when its `COMPLETE` marker exists; the marker is written last
 and every file is written atomically, so a crash, a kill or Ctrl-C leaves either a finished run
 or an unfinished one that is cleared and started again — never a corrupt one.
+
+A complete run can still be damaged afterwards (a file truncated, emptied or replaced, the
+directory replaced by a file). `Run.verified(contents)` checks what a run of its kind must hold
+(`Contents`: file name -> keys) and moves a damaged run aside to `<name>.damaged-<n>`, never
+deleting it, so that it is computed again.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,8 @@ from typing import Any
 import pandas as pd
 
 from pai.core.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,11 +45,52 @@ class RunFiles:
     row: str = "row.json"  # a comparison run's row of runs.csv
     rewind: str = "rewind.pt"  # an IMP run's rewinding weights
     levels: str = "levels.csv"  # an IMP run's table of levels
+    checkpoint: str = "checkpoint.pt"  # the training state of an unfinished run
     marker: str = "COMPLETE"  # written last: the run finished
 
 
 FILES = RunFiles()
 MARKER = FILES.marker
+# What a run of some kind must hold to be read back: file name -> the keys the file must have
+# (a JSON object's keys, a tensor file's names; none for a CSV file, which must not be empty).
+Contents = Mapping[str, Sequence[str]]
+QUARANTINE = ".damaged-"  # a damaged run moved aside is `<name>.damaged-<n>`
+
+
+def file_problem(path: Path, keys: Sequence[str] = ()) -> str | None:
+    """Why the file at `path` does not read back as pai wrote it, in a few words; None if it does.
+
+    `.json`: a JSON object with every key of `keys`; `.pt`: a `torch.save`d dict of tensors
+    (loaded with `weights_only=True`, memory-mapped, so checking a large file is cheap) with
+    every name of `keys`; `.csv`: not empty; any other file: present.
+    """
+    import torch
+
+    name = path.name
+    if not path.is_file():
+        return f"{name} is missing" if not path.exists() else f"{name} is not a file"
+    if path.suffix not in (".json", ".pt"):
+        if path.suffix == ".csv" and not path.read_text().strip():
+            return f"{name} is empty"
+        return None
+    if path.suffix == ".pt" and not zipfile.is_zipfile(path):
+        return f"{name} is not a torch archive (empty, truncated or overwritten)"
+    try:
+        if path.suffix == ".json":
+            value = json.loads(path.read_text())
+        else:
+            value = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # whatever the reader raises, the file does not read back
+        reason = str(error).strip().split(". ")[0].splitlines()
+        return f"{name} does not read back ({type(error).__name__}: {reason[0] if reason else ''})"
+    if not isinstance(value, dict):
+        return f"{name} holds a {type(value).__name__}, not a mapping"
+    if path.suffix == ".pt" and not all(isinstance(v, torch.Tensor) for v in value.values()):
+        return f"{name} holds something other than tensors"
+    missing = [key for key in keys if key not in value]
+    if missing:
+        return f"{name} lacks {', '.join(map(repr, missing))}"
+    return None
 
 
 def canonical(config: Any) -> Any:
@@ -86,11 +137,72 @@ class Run:
         """Whether the run finished (its marker exists)."""
         return (self.path / MARKER).is_file()
 
+    def damage(self, contents: Contents) -> str | None:
+        """Why this run cannot be used as finished, or None.
+
+        Damaged: the run path is not a directory, or the run is complete but a file of
+        `contents` is missing, does not read back or lacks a key (`file_problem`). An unfinished
+        run is not damaged: it is simply started again.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            return f"{self.path.name} is a file, not a run directory"
+        if not self.complete:
+            return None
+        for name, keys in contents.items():
+            problem = file_problem(self.path / name, keys)
+            if problem is not None:
+                return problem
+        return None
+
+    def quarantine(self, reason: str) -> Path:
+        """Move this run aside to `<path>.damaged-<n>` (the first n free), logging one line."""
+        n = 1
+        while (aside := self.path.with_name(f"{self.path.name}{QUARANTINE}{n}")).exists():
+            n += 1
+        self.path.rename(aside)
+        log.warning("damaged run %s: %s; moved to %s, computing it again", self.path, reason, aside)
+        return aside
+
+    def verified(self, contents: Contents) -> bool:
+        """Whether this run is complete and sound (`damage`), so it can be reused as it is.
+
+        A damaged run is moved aside first (`quarantine`), so that it is computed again.
+        """
+        problem = self.damage(contents)
+        if problem is not None:
+            self.quarantine(problem)
+            return False
+        return self.complete
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file of `claim()`, beside the directory (hidden, so globs skip it)."""
+        return self.path.parent / f".{self.path.name}.lock"
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold this run's exclusive lock for the duration of the block (waiting for it)."""
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.lock_path):
+            yield
+
     def start(self) -> None:
-        """Clear what an interrupted attempt left and write `config.json`."""
-        if self.path.exists():
+        """Clear what an earlier attempt left and write `config.json`.
+
+        A finished run, or an unfinished one without a checkpoint, starts from an empty
+        directory. An unfinished one keeps only its checkpoint, which the training resumes from
+        when it still matches (`pai.training.checkpoint`).
+        """
+        checkpoint = self.path / FILES.checkpoint
+        if self.path.exists() and (self.complete or not checkpoint.is_file()):
             shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
+        elif self.path.exists():
+            for entry in self.path.iterdir():
+                if entry != checkpoint:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / FILES.config, {"kind": self.kind, **canonical(self.config)})
 
     def finish(self) -> None:
