@@ -154,6 +154,14 @@ def test_a_field_no_flag_can_hold_adds_no_flag():
     assert "--fine" not in parser.format_help()
 
 
+def test_a_flag_taken_already_adds_no_flag():
+    parser = _OneLineParser(prog="t")
+    parser.add_argument("--r")
+    with pytest.raises(PaiError, match="flag --r of Knobs is taken already"):
+        add_dataclass_flags(parser, Knobs)
+    assert "--levels" not in parser.format_help()
+
+
 def test_bad_exclude_rename_or_class_name_what_is_wrong():
     with pytest.raises(PaiError, match="no field 'speed' to exclude"):
         parser_for(exclude=("speed",))

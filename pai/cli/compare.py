@@ -9,44 +9,29 @@ rerun trains only the runs not yet complete.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
+from typing import Any
 
 from pai.cli.common import (
     add_model_and_dataset,
     add_scoring_arguments,
     comma_list,
     compression_list,
-    non_negative_float,
     positive_int,
-    pruning_rate,
 )
+from pai.cli.flags import add_dataclass_flags, dataclass_values
 from pai.cli.train import add_training_arguments, training_config
-from pai.experiments.compare import CompareConfig, run_comparison
-from pai.report.schema import SANITY_CHECKS
 from pai.core.devices import resolve_device
+from pai.core.errors import PaiError
+from pai.experiments.compare.config import CompareConfig
+from pai.experiments.compare.run import run_comparison
 from pai.report.provenance import write_provenance
-from pai.core.steps import Step
+from pai.report.schema import SANITY_CHECKS
 from pai.report.tables import summarize, summary_markdown
+from pai.search.methods import get_search, method_names
 
-EARLYBIRD = "earlybird"  # the scorer the --eb-* flags configure
-EB_MODES = ("magnitude", "bn-channel")
-EB_RESTARTS = ("trained", "init")
-
-
-def _epsilon(text: str) -> float:
-    """argparse type: an early-bird distance threshold in (0, 1]."""
-    value = non_negative_float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"epsilon {text!r} must be in (0, 1]")
-    return value
-
-
-def _step(text: str) -> str:
-    """argparse type: a step such as 0, 500it or 2ep (a bare number counts iterations)."""
-    try:
-        return Step.canonical(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train every method's ticket under one budget and tabulate them",
         description=(
             "Find each method's ticket at each compression and seed, train them all with the "
-            "same budget, and write runs.csv, summary.md and accuracy_vs_compression.png."
+            "same budget, and write runs.csv, summary.md and accuracy_vs_compression.png. "
+            "A method's options are --<method>-<option> flags, listed below by method."
         ),
     )
     add_model_and_dataset(parser)
@@ -86,36 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_scoring_arguments(parser, rounds=False)
     parser.add_argument(
-        "--imp-rate",
-        type=pruning_rate,
-        default=0.2,
-        help="IMP's pruning rate per level between the targets (default 0.2)",
-    )
-    parser.add_argument(
-        "--rewind", type=_step, default="0it", help="IMP's rewinding step: 0, 500it, 2ep"
-    )
-    parser.add_argument(
-        "--eb-epsilon",
-        type=_epsilon,
-        default=0.1,
-        help="early-bird: stop when the last 4 successive mask distances are all below this",
-    )
-    parser.add_argument(
-        "--eb-restart",
-        choices=EB_RESTARTS,
-        default="trained",
-        help="early-bird ticket weights: those at the stopping point, or the initial ones",
-    )
-    parser.add_argument(
-        "--eb-mode", choices=EB_MODES, default="magnitude", help="early-bird mask criterion"
-    )
-    parser.add_argument(
-        "--eb-max-epochs",
-        type=positive_int,
-        default=None,
-        help="early-bird: stop searching after this many epochs (default: the budget)",
-    )
-    parser.add_argument(
         "--jobs",
         type=positive_int,
         default=1,
@@ -123,21 +79,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "torch threads (for many-core CPUs; default 1)",
     )
     add_training_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, methods_with_flags=add_method_options(parser))
+
+
+def _prefix(method: str) -> str:
+    return method.replace("_", "-")
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    """`--<method>-<option>` flags for every registered method that declares `Options`, one
+    group per method; the methods that got them. A method whose options cannot be flags (a
+    type no flag holds, a flag taken already) is left out with a warning: it runs with its
+    default options."""
+    added = []
+    for name in method_names():
+        try:
+            options = get_search(name).Options
+            if options is None:
+                continue
+            group = parser.add_argument_group(f"options of method {name}")
+            add_dataclass_flags(group, options, prefix=_prefix(name))
+        except PaiError as error:
+            log.warning("method %r: its options are not command-line flags: %s", name, error)
+            continue
+        added.append(name)
+    return tuple(added)
+
+
+def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The options of the selected methods (field name -> value), from their flags."""
+    return {
+        name: dataclass_values(args, get_search(name).Options, prefix=_prefix(name))
+        for name in dict.fromkeys(args.methods)
+        if name in args.methods_with_flags
+    }
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
     """The CompareConfig the flags describe (repeated methods, compressions, checks once)."""
-    options = {}
-    if "imp" in args.methods:
-        options["imp"] = {"rate": args.imp_rate, "rewind": args.rewind}
-    if EARLYBIRD in args.methods:
-        options[EARLYBIRD] = {
-            "epsilon": args.eb_epsilon,
-            "restart": args.eb_restart,
-            "mode": args.eb_mode,
-            "max_epochs": args.eb_max_epochs,
-        }
     return CompareConfig(
         model=args.model,
         dataset=args.dataset,
@@ -149,7 +128,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         scope=args.scope,
         per_class=args.per_class,
         train_per_class=args.train_per_class,
-        options=options,
+        options=method_options(args),
     )
 
 

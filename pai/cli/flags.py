@@ -135,8 +135,9 @@ def add_dataclass_flags(
 
     The flag is `--<prefix>-<field>` with underscores as hyphens, or `--<prefix>-<rename[field]>`;
     its value is stored under `<prefix>_<field>` whatever the spelling, where `dataclass_values`
-    reads it. A field without a default is a required flag. Every flag is checked before any is
-    added, so a field no flag can hold adds nothing (PaiError naming it).
+    reads it; its metavar is the field's name in capitals. A field without a default is a
+    required flag. Every flag is checked before any is added, so a field no flag can hold, or a
+    flag (or alias) that `parser` has already, adds nothing (PaiError naming it).
     """
     rename = dict(rename or {})
     fields = _init_fields(cls, exclude)
@@ -166,12 +167,17 @@ def add_dataclass_flags(
             options["type"] = _item_parser(shape, meta.get("parse"))
             if shape.choices is not None and not shape.sequence:
                 options["choices"] = shape.choices  # a list checks each item in its parser
-            if "metavar" in meta:
-                options["metavar"] = meta["metavar"]
+            if "metavar" in meta or shape.choices is None:  # else argparse shows the choices
+                options["metavar"] = meta.get("metavar", f.name.upper())
         default = _default_text(options.get("default"))
         words = [meta.get("help", ""), f"(default: {default})" if default is not None else ""]
         text = " ".join(word for word in words if word).replace("%", "%%")
         flags.append(((flag, *meta.get("aliases", ())), options, text or None))
+    taken = parser._option_string_actions  # argparse's own table of the flags it has
+    for option_strings, _, _ in flags:
+        for option in option_strings:
+            if option in taken:
+                raise PaiError(f"flag {option} of {cls.__name__} is taken already")
     for option_strings, options, text in flags:
         action = parser.add_argument(*option_strings, **options)
         action.help = text  # as written: BooleanOptionalAction would append its own default
