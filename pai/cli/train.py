@@ -7,6 +7,7 @@ import argparse
 from pai.cli.common import add_data_root, add_device, add_model_and_dataset, positive_int
 from pai.cli.flags import add_dataclass_flags, dataclass_values
 from pai.core.devices import resolve_device
+from pai.core.store import FILES
 from pai.pruning.masks import Masks
 from pai.training.config import TrainConfig
 from pai.training.stored import train_run
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         device=resolve_device(args.device),
     )
-    metrics = run_dir.read_json("metrics.json")
+    metrics = run_dir.read_json(FILES.metrics)
     status = "trained" if ran else "already complete, nothing to do"
     print(
         f"{args.model} on {args.dataset}: test accuracy {metrics['test_accuracy']:.4f}, "
