@@ -123,6 +123,41 @@ def _init_fields(cls: type, exclude: Collection[str]) -> list[dataclasses.Field]
     return [f for f in dataclasses.fields(cls) if f.init and f.name not in exclude]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Flag:
+    """One field's flag: its option strings, the keywords of `add_argument`, its help text."""
+
+    option_strings: tuple[str, ...]
+    options: dict[str, Any]
+    help: str | None
+
+
+def _flag(f: dataclasses.Field, hint: Any, name: str, dest: str) -> _Flag:
+    """The flag `--<name>` of field `f` (annotation `hint`), stored under `dest`."""
+    shape, meta = _shape(f.name, hint), f.metadata
+    options: dict[str, Any] = {"dest": dest}
+    if f.default is not dataclasses.MISSING:
+        options["default"] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        options["default"] = f.default_factory()
+    else:
+        options["required"] = True
+    if shape.item is bool:
+        options["action"] = argparse.BooleanOptionalAction
+    else:
+        if "choices" in meta:
+            shape = dataclasses.replace(shape, choices=tuple(meta["choices"]))
+        options["type"] = _item_parser(shape, meta.get("parse"))
+        if shape.choices is not None and not shape.sequence:
+            options["choices"] = shape.choices  # a list checks each item in its parser
+        if "metavar" in meta or shape.choices is None:  # else argparse shows the choices
+            options["metavar"] = meta.get("metavar", f.name.upper())
+    default = _default_text(options.get("default"))
+    words = [meta.get("help", ""), f"(default: {default})" if default is not None else ""]
+    text = " ".join(word for word in words if word).replace("%", "%%")
+    return _Flag((f"--{name}", *meta.get("aliases", ())), options, text or None)
+
+
 def add_dataclass_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,
@@ -145,42 +180,20 @@ def add_dataclass_flags(
     if unknown:
         raise PaiError(f"{cls.__name__} has no field {unknown[0]!r} to rename")
     hints = typing.get_type_hints(cls)
-    flags = []
-    for f in fields:
-        shape = _shape(f.name, hints[f.name])
-        meta = f.metadata
-        flag = (
-            "--" + (prefix + "-" if prefix else "") + rename.get(f.name, f.name.replace("_", "-"))
-        )
-        options: dict[str, Any] = {"dest": _dest(prefix, f.name)}
-        if f.default is not dataclasses.MISSING:
-            options["default"] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            options["default"] = f.default_factory()
-        else:
-            options["required"] = True
-        if shape.item is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        else:
-            if "choices" in meta:
-                shape = dataclasses.replace(shape, choices=tuple(meta["choices"]))
-            options["type"] = _item_parser(shape, meta.get("parse"))
-            if shape.choices is not None and not shape.sequence:
-                options["choices"] = shape.choices  # a list checks each item in its parser
-            if "metavar" in meta or shape.choices is None:  # else argparse shows the choices
-                options["metavar"] = meta.get("metavar", f.name.upper())
-        default = _default_text(options.get("default"))
-        words = [meta.get("help", ""), f"(default: {default})" if default is not None else ""]
-        text = " ".join(word for word in words if word).replace("%", "%%")
-        flags.append(((flag, *meta.get("aliases", ())), options, text or None))
+    start = prefix + "-" if prefix else ""
+    flags = [
+        _flag(f, hints[f.name], start + rename.get(f.name, f.name.replace("_", "-")),
+              _dest(prefix, f.name))
+        for f in fields
+    ]  # fmt: skip
     taken = parser._option_string_actions  # argparse's own table of the flags it has
-    for option_strings, _, _ in flags:
-        for option in option_strings:
+    for flag in flags:
+        for option in flag.option_strings:
             if option in taken:
                 raise PaiError(f"flag {option} of {cls.__name__} is taken already")
-    for option_strings, options, text in flags:
-        action = parser.add_argument(*option_strings, **options)
-        action.help = text  # as written: BooleanOptionalAction would append its own default
+    for flag in flags:
+        action = parser.add_argument(*flag.option_strings, **flag.options)
+        action.help = flag.help  # as written: BooleanOptionalAction would append its own default
 
 
 def dataclass_values(
