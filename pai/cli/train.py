@@ -9,6 +9,7 @@ from pai.cli.flags import add_dataclass_flags, dataclass_values
 from pai.core.devices import resolve_device
 from pai.core.store import FILES
 from pai.pruning.masks import Masks
+from pai.training.checkpoint import DEFAULT_EVERY, CheckpointPolicy
 from pai.training.config import TrainConfig
 from pai.training.stored import train_run
 
@@ -33,8 +34,39 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds the initialization and data order"
     )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_checkpoint_every,
+        default=DEFAULT_EVERY,
+        metavar="STEP",
+        help="save each run's training state every STEP (e.g. 500it, 1ep; off: never), so a "
+        f"killed run resumes from it (default {DEFAULT_EVERY}; not part of a run's identity)",
+    )
+    parser.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep checkpoint.pt in a finished run (default: deleted when the run completes)",
+    )
     add_data_root(parser)
     add_device(parser)
+
+
+def _checkpoint_every(text: str) -> str | None:
+    """argparse type: a step such as 500it or 1ep (a bare number counts iterations); off or 0
+    for no checkpoints."""
+    if text.strip().lower() in ("off", "0", "0it", "0ep"):
+        return None
+    try:
+        return CheckpointPolicy(text).every
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def checkpoint_policy(args: argparse.Namespace) -> CheckpointPolicy | None:
+    """The checkpointing the flags ask for (None: --checkpoint-every off)."""
+    if args.checkpoint_every is None:
+        return None
+    return CheckpointPolicy(args.checkpoint_every, keep=args.keep_checkpoint)
 
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
@@ -70,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
         train_per_class=args.train_per_class,
         data_root=args.data_root,
         device=resolve_device(args.device),
+        checkpoint=checkpoint_policy(args),
     )
     metrics = run_dir.read_json(FILES.metrics)
     status = "trained" if ran else "already complete, nothing to do"
+    if ran and metrics.get("resumed_from_step"):
+        status = f"resumed from the checkpoint at step {metrics['resumed_from_step']}"
     print(
         f"{args.model} on {args.dataset}: test accuracy {metrics['test_accuracy']:.4f}, "
         f"test loss {metrics['test_loss']:.4f}, density {metrics['density']:.4g}, "

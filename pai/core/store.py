@@ -8,6 +8,13 @@ A complete run can still be damaged afterwards (a file truncated, emptied or rep
 directory replaced by a file). `Run.verified(contents)` checks what a run of its kind must hold
 (`Contents`: file name -> keys) and moves a damaged run aside to `<name>.damaged-<n>`, never
 deleting it, so that it is computed again.
+
+Runs are claimed before they are computed: `Run.claim()` holds an exclusive `flock` on a lock
+file beside the directory (`.<name>.lock`), so two processes, on one machine or on a shared
+filesystem, never compute one run at the same time; the second finds it complete once it holds
+the lock. A lock dies with its process (kill -9 included), so no stale claim outlives a dead
+worker, as a claim file created with O_EXCL would without a lease and a timeout. An unfinished
+run keeps its training checkpoint (`start`), so a killed run resumes where it was.
 """
 
 from __future__ import annotations
@@ -128,6 +135,15 @@ class Run:
         self.kind = kind
         self.hash = config_hash(config)
         self.path = Path(root) / f"{kind}-{self.hash}"
+
+    @classmethod
+    def at(cls, path: str | Path) -> Run:
+        """The run stored at `path`, `<kind>-<hash>`, as found in a store (its config unread)."""
+        run = cls.__new__(cls)
+        run.path = Path(path)
+        run.kind, _, run.hash = run.path.name.rpartition("-")
+        run.config = None
+        return run
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, complete={self.complete})"

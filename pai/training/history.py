@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -70,6 +71,30 @@ class History:
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self._device)
         self._loss_count = 0
         return row
+
+    def state(self) -> dict[str, Any]:
+        """Everything the rest of the record depends on, for a checkpoint (tensors on the CPU)."""
+        return {
+            "rows": [dict(row) for row in self.rows],
+            "eval_seconds": self.eval_seconds,
+            "steps": self.steps,
+            "elapsed": time.perf_counter() - self.start,
+            "loss_sum": self._loss_sum.cpu(),
+            "loss_count": self._loss_count,
+            "last_train_loss": self._last_train_loss,
+            "initial_loss": self._initial_loss.cpu(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue the record of `state()`: the same rows, running sums and elapsed time."""
+        self.rows[:] = [dict(row) for row in state["rows"]]
+        self.eval_seconds = state["eval_seconds"]
+        self.steps = state["steps"]
+        self.start = time.perf_counter() - state["elapsed"]
+        self._loss_sum = state["loss_sum"].to(self._device)
+        self._loss_count = state["loss_count"]
+        self._last_train_loss = state["last_train_loss"]
+        self._initial_loss = state["initial_loss"].to(self._device)
 
     def metrics(self, start_step: int, density: float) -> dict[str, float | int]:
         """The run's metrics: the last row's, the best accuracy, the initial loss, the cost."""

@@ -5,6 +5,9 @@ Every run pai trains, whatever experiment asked for it, holds the same files (na
 `history.csv`, `metrics.json` and, last, `COMPLETE`. A run whose training is reused from
 another run (an IMP level trained exactly as the ticket would be) holds copies of that run's
 files. The caller adds its own files (a comparison's `row.json`) before `run.finish()`.
+
+While it trains, a run saves `checkpoint.pt` (`pai.training.checkpoint`); a run found
+unfinished resumes from it, and it is deleted once the training's files are written.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 from pai.core.atomic import atomic_write
 from pai.core.store import FILES, Run
 from pai.pruning.masks import Masks
+from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
 from pai.training.loop import TrainResult, state_copy, train
 
@@ -31,11 +35,15 @@ def train_into(
     *,
     masks: Masks | None = None,
     extra_metrics: Mapping[str, Any] | None = None,
+    checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
     **train_options: Any,
 ) -> TrainResult:
     """Start `run`, train `model` from its current weights under `masks`, write the run's files.
 
     `masks` None trains densely (and stores the all-ones mask, so every run holds one).
+    `checkpoint` (None: none) saves the training state into the run as it trains; an
+    unfinished run holding a valid checkpoint resumes from it (`Run.start` keeps it). The
+    checkpoint is deleted at the end unless the policy keeps it.
 
     `train_options` go to `pai.training.loop.train` (device, progress, snapshot_at, start_at,
     on_epoch_end). `extra_metrics` are added to `metrics.json`. The run is not finished: the
@@ -44,10 +52,13 @@ def train_into(
     run.start()
     (masks if masks is not None else Masks.dense(model)).save(run.path / FILES.masks)
     run.save_tensors(FILES.start, state_copy(model, "cpu"))
-    result = train(model, data, config, masks=masks, **train_options)
+    saving = checkpoint.at(run.path / FILES.checkpoint) if checkpoint is not None else None
+    result = train(model, data, config, masks=masks, checkpoint=saving, **train_options)
     run.save_tensors(FILES.final, state_copy(model, "cpu"))
     run.write_csv(FILES.history, result.history)
     run.write_json(FILES.metrics, {**result.metrics, **(extra_metrics or {})})
+    if checkpoint is None or not checkpoint.keep:
+        (run.path / FILES.checkpoint).unlink(missing_ok=True)
     return result
 
 

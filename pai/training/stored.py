@@ -11,6 +11,7 @@ import torch
 
 from pai.core.store import Run
 from pai.pruning.masks import Masks
+from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
 from pai.training.record import train_into
 
@@ -51,12 +52,15 @@ def train_run(
     data_root: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
+    checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
 ) -> tuple[Run, bool]:
     """Train a zoo model and store the run; returns (run, whether it ran now).
 
-    A finished run with the same config is not trained again. `train_per_class` trains on the
-    fixed class-balanced subset of that many examples per class. The directory holds the
-    files of every trained run (`pai.training.record`), the `COMPLETE` marker last.
+    A finished run with the same config is not trained again; an unfinished one resumes from
+    its checkpoint (`checkpoint`, None: none). `train_per_class` trains on the fixed
+    class-balanced subset of that many examples per class. The directory holds the files of
+    every trained run (`pai.training.record`), the `COMPLETE` marker last. The run is claimed
+    (`Run.claim`) while it trains, so two processes never train it at once.
     """
     from pai.data.loading import load_for_training
     from pai.models import build_model
@@ -75,11 +79,16 @@ def train_run(
     )
     if run.complete:
         return run, False
-    model = build_model(model_name, dataset_name, seed=model_seed)
-    data = load_for_training(
-        dataset_name, root=data_root, device=device, train_per_class=train_per_class
-    )
-    train_into(run, model, data, config, masks=masks, device=data.train.x.device, progress=progress)
-    run.finish()
+    with run.claim():
+        if run.complete:  # finished by another process while this one waited
+            return run, False
+        model = build_model(model_name, dataset_name, seed=model_seed)
+        data = load_for_training(
+            dataset_name, root=data_root, device=device, train_per_class=train_per_class
+        )
+        device = data.train.x.device
+        options = dict(device=device, progress=progress, checkpoint=checkpoint)
+        train_into(run, model, data, config, masks=masks, **options)
+        run.finish()
     log.info("finished %s", run.path)
     return run, True
