@@ -23,9 +23,9 @@ class ProsprScorer(Scorer):
     Every parameter (biases and normalization ones too) takes the steps; c enters only through
     theta_0, as in the paper. The derivative goes through the steps' own gradients (second
     order, `create_graph`), so memory grows linearly with M: the graphs of M forward and M
-    backward passes and of the final forward are held at once, about 2M + 1 = 7 forward passes'
-    activations on the scoring batches at the default M = 3, plus M + 1 copies of the
-    parameters. The steps and the final loss run on a private copy in training mode
+    backward passes and of the final forward are held at once, plus M + 1 copies of the
+    parameters. Measured on ResNet-20 with 20 CIFAR-10-sized inputs at M = 3, the tensors
+    autograd keeps are 443 MB against SNIP's 49 MB: 9.0 times. The steps and the final loss run on a private copy in training mode
     (BatchNorm normalizes by batch statistics), as training does and as in the authors' code;
     in eval mode a freshly initialized ResNet-20 starts at a loss of 31 and diverges at once.
     Defaults are the paper's 3 steps and the authors' inner learning rate 0.1, plain SGD, one
