@@ -17,9 +17,10 @@ from pai.cli.common import (
 )
 from pai.cli.train import add_training_arguments, training_config
 from pai.core.devices import resolve_device
-from pai.search.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig, run_imp
+from pai.pruning.criteria import DEFAULT_CRITERION, available_criteria, criterion_entries
 from pai.pruning.masks import SCOPES
 from pai.report.provenance import write_provenance
+from pai.search.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig, run_imp
 
 
 def _whole_number(text: str) -> int:
@@ -91,6 +92,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compressions to reach exactly, e.g. 10,100 (a level is added for each)",
     )
     parser.add_argument(
+        "--criterion",
+        choices=available_criteria(),
+        default=DEFAULT_CRITERION,
+        metavar="NAME",
+        help="mask criterion each level prunes by (Zhou et al. 2019), from the start weights "
+        "w_i and the trained w_f: "
+        + "; ".join(
+            f"{entry.name}: {entry.plugin.description}".replace("%", "%%")
+            for entry in criterion_entries()
+            if entry.plugin is not None
+        ),
+    )
+    parser.add_argument(
         "--controls",
         type=comma_list(CONTROLS),
         default=[],
@@ -119,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         targets=tuple(args.targets),
         controls=tuple(args.controls),
         train_per_class=args.train_per_class,
+        criterion=args.criterion,
     )
     device = resolve_device(args.device)
     result = run_imp(config, args.out, data_root=args.data_root, device=device)
@@ -131,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         "again.",
     )
     table = result.table()
-    columns = ["level", "kept", "compression", "test_accuracy", "best_test_accuracy"]
+    columns = ["level", "kept", "compression", "untrained_test_accuracy", "test_accuracy"]
+    columns += ["best_test_accuracy"]
     columns += [f"{c}_test_accuracy" for c in config.controls]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"levels: {result.path / 'levels.csv'}")

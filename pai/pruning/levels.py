@@ -2,8 +2,9 @@
 
 `pruning_plan` fixes every level's kept counts in advance (so the number of weights kept at
 each level is known exactly, and exact target compressions can be placed among the geometric
-levels); `prune_by_magnitude` keeps exactly those counts, ranking only live weights by their
-trained magnitude, so a pruned weight never comes back.
+levels); `prune_by_criterion` keeps exactly those counts, ranking only live weights by a mask
+criterion (`pai.pruning.criteria`; `prune_by_magnitude` is the default one, their trained
+magnitude), so a pruned weight never comes back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pai.core.errors import PaiError, unknown_name
+from pai.pruning.criteria import Criterion, LargeFinal
 from pai.pruning.masks import SCOPES, Masks, keep_topk, kept_count
 
 
@@ -153,21 +155,46 @@ def imp_schedule(
 
 
 @torch.no_grad()
+def prune_by_criterion(
+    start: Mapping[str, Tensor],
+    trained: Mapping[str, Tensor],
+    masks: Masks,
+    groups: Sequence[Sequence[str]],
+    counts: Sequence[int],
+    criterion: Criterion,
+    generator: torch.Generator | None = None,
+) -> Masks:
+    """Keep exactly `counts[i]` weights of `groups[i]`: the live ones `criterion` scores highest.
+
+    `start` and `trained` map every masked name to the weights the training started from and
+    ended at. Each group is scored on its own (ranks, for the criteria that use them, are
+    within the group). Only weights alive in `masks` are ranked, so a pruned weight never
+    comes back; ties break by position (`keep_topk`). `generator` (default: seeded with 0)
+    feeds the criteria that draw.
+    """
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    kept: dict[str, Tensor] = {}
+    for group, count in zip(groups, counts, strict=True):
+        live = {name: masks[name] for name in group}
+        scores = criterion.scores(
+            {n: start[n].detach() for n in group},
+            {n: trained[n].detach() for n in group},
+            live,
+            generator,
+        )
+        size = sum(score.numel() for score in scores.values())
+        # kept_count(size, size / count) == count exactly: the quotient is within float
+        # rounding of `count`, far from the half-way points kept_count rounds at.
+        kept.update(keep_topk(scores, size / count, "global", live=live))
+    return Masks({name: kept[name] for name in masks})
+
+
 def prune_by_magnitude(
     model: nn.Module, masks: Masks, groups: Sequence[Sequence[str]], counts: Sequence[int]
 ) -> Masks:
     """Keep exactly `counts[i]` weights of `groups[i]`: the live ones of largest magnitude.
 
-    Only weights alive in `masks` are ranked, so a pruned weight never comes back; ties break
-    by position (`keep_topk`). The model is not changed.
+    `prune_by_criterion` with `large_final`. The model is not changed.
     """
     params = dict(model.named_parameters())
-    kept: dict[str, Tensor] = {}
-    for group, count in zip(groups, counts, strict=True):
-        scores = {name: params[name].detach().abs() for name in group}
-        size = sum(score.numel() for score in scores.values())
-        # kept_count(size, size / count) == count exactly: the quotient is within float
-        # rounding of `count`, far from the half-way points kept_count rounds at.
-        group_masks = keep_topk(scores, size / count, "global", live={n: masks[n] for n in group})
-        kept.update(group_masks)
-    return Masks({name: kept[name] for name in masks})
+    return prune_by_criterion(params, params, masks, groups, counts, LargeFinal())

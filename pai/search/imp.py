@@ -44,11 +44,12 @@ from pai.core.atomic import atomic_torch_save, atomic_write_json, atomic_write_t
 from pai.core.errors import PaiError, unknown_name
 from pai.core.steps import Step
 from pai.core.store import FILES, Run, canonical, config_hash
-from pai.pruning.levels import PruningPlan, check_schedule, prune_by_magnitude, pruning_plan
+from pai.pruning.criteria import DEFAULT_CRITERION, Criterion, LargeFinal, get_criterion
+from pai.pruning.levels import PruningPlan, check_schedule, prune_by_criterion, pruning_plan
 from pai.pruning.masks import Masks, prunable_parameters
 from pai.search.ticket import SearchCost, Ticket
 from pai.training.config import TrainConfig
-from pai.training.loop import TrainResult
+from pai.training.loop import TrainResult, evaluate
 from pai.training.record import train_into
 from pai.training.schedule import lr_multiplier
 
@@ -72,19 +73,34 @@ def imp_loop(
     *,
     rewind_state: Mapping[str, Tensor] | None,
     first_level: int = 1,
+    criterion: Criterion | None = None,
+    start_state: Mapping[str, Tensor] | None = None,
+    seed: int = 0,
 ) -> Masks:
     """Run IMP levels `first_level`, ..., `len(plan) - 1` on `model`; return the last masks.
 
     `model` holds the trained weights of level `first_level - 1` and `masks` its mask. Each level
-    prunes to the plan's counts by trained magnitude (`prune_by_magnitude`), resets the
+    prunes to the plan's counts by `criterion` (default `large_final`, the trained magnitude;
+    `prune_by_criterion`), which compares the trained weights with `start_state` (default:
+    `rewind_state`) and draws from `seeds.criterion_seed(seed, level)`, resets the
     survivors — to `rewind_state` (a full state_dict: weight rewinding), or keeping the trained
     values when it is None (learning-rate rewinding, fine-tuning) — zeroes the pruned weights
     and calls `train_level(level, masks)`, which trains `model` in place. The training itself
     (loss, optimizer, budget, storage) is the caller's, so classification and regression share
     this one loop.
     """
+    criterion = criterion or LargeFinal()
     for level in range(first_level, len(plan)):
-        masks = prune_by_magnitude(model, masks, plan.groups, plan.kept[level])
+        trained = dict(model.named_parameters())
+        start = start_state if start_state is not None else rewind_state
+        if start is None and not isinstance(criterion, LargeFinal):
+            raise PaiError(
+                f"criterion {criterion.name!r} needs the start weights: pass start_state"
+            )
+        generator = torch.Generator().manual_seed(seeds.criterion_seed(seed, level))
+        masks = prune_by_criterion(
+            start or trained, trained, masks, plan.groups, plan.kept[level], criterion, generator
+        )
         if rewind_state is not None:
             model.load_state_dict(rewind_state)
         masks.apply(model)
@@ -109,6 +125,9 @@ class ImpConfig:
     at every level > 0, the same mask from a random re-initialization
     (`reinit`) and a random mask with the same layerwise densities from the same start weights
     (`shuffle`); they are separate runs, so adding them later reuses every finished level.
+    `criterion` names the mask criterion each level prunes by (`pai.pruning.criteria`; None:
+    `large_final`); it compares the trained weights with the rewinding weights, or with the
+    initialization when the reset keeps the trained weights.
     """
 
     model: str
@@ -125,6 +144,7 @@ class ImpConfig:
     controls: tuple[str, ...] = ()
     train_per_class: int | None = None
     rewind_schedule: str | None = None  # None: "restart"; a field added after the others
+    criterion: str | None = None  # None: "large_final"; added later still
 
     def __post_init__(self) -> None:
         if self.train_per_class is not None and self.train_per_class < 1:
@@ -155,6 +175,10 @@ class ImpConfig:
                 f"reset={self.reset!r} keeps the trained weights"
             )
         check_schedule(self.levels, self.rate, self.scope, self.targets, self.output_half_rate)
+        if self.criterion == DEFAULT_CRITERION:
+            set_field(self, "criterion", None)  # the default, spelled out: same hash
+        if self.criterion is not None:
+            get_criterion(self.criterion)  # PaiError naming the registered criteria
 
     def identity(self) -> dict[str, Any]:
         """The canonical config that names the run directory (controls left out)."""
@@ -234,11 +258,16 @@ class ImpResult:
                 "search_epochs": lv.cost.epochs,
                 "search_steps": lv.cost.steps,
                 "wall_seconds": lv.metrics["wall_seconds"],
+                "untrained_test_accuracy": lv.metrics.get("untrained_test_accuracy", math.nan),
             }
             for name in self.config.controls:
                 control = lv.controls.get(name)
                 for key in ("test_accuracy", "best_test_accuracy", "wall_seconds"):
                     row[f"{name}_{key}"] = control.metrics[key] if control else math.nan
+                untrained = control.metrics.get("untrained_test_accuracy") if control else None
+                row[f"{name}_untrained_test_accuracy"] = (
+                    math.nan if untrained is None else untrained
+                )
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -354,6 +383,9 @@ class ImpRun:
             self._train_level,
             rewind_state=rewind,
             first_level=max(first, 1),
+            criterion=get_criterion(self.config.criterion or DEFAULT_CRITERION),
+            start_state=rewind if rewind is not None else self._initial_state(),
+            seed=self.config.model_seed,
         )
         for level in range(1, len(self.plan)):
             self._train_controls(level)
@@ -389,18 +421,32 @@ class ImpRun:
         self.model.load_state_dict(self._load(last / FILES.final))
         return Masks.load(last / FILES.masks, map_location=self.device)
 
+    def _initial_state(self) -> dict[str, Tensor]:
+        """The model's initialization (what a criterion compares with when nothing rewinds)."""
+        from pai.models import build_model
+
+        net = build_model(self.config.model, self.config.dataset, seed=self.config.model_seed)
+        return {k: v.to(self.device) for k, v in net.state_dict().items()}
+
     def _train(
         self, run: Run, net: nn.Module, masks: Masks, level: int, snapshot_at: tuple[str, ...] = ()
     ) -> TrainResult:
-        """Train `net` from its current weights under `masks` into `run` (not finished yet)."""
+        """Train `net` from its current weights under `masks` into `run` (not finished yet);
+        the metrics include the accuracy of the start weights before any training."""
         resume = level > 0 and self.config.rewind_schedule == "resume"
+        untrained = evaluate(net, self.data.test)[0]
         return train_into(
             run,
             net,
             self.data,
             self.level_configs[level],
             masks=masks if level > 0 else None,  # level 0 is dense: nothing to enforce
-            extra_metrics={"level": level, "kept": masks.kept, "compression": masks.compression},
+            extra_metrics={
+                "level": level,
+                "kept": masks.kept,
+                "compression": masks.compression,
+                "untrained_test_accuracy": untrained,
+            },
             snapshot_at=snapshot_at,
             progress=self.progress,
             start_at=self.config.rewind if resume else "0it",

@@ -17,6 +17,7 @@ import torch
 from pai.core.errors import PaiError
 from pai.core.steps import Step
 from pai.core.store import FILES
+from pai.pruning.criteria import DEFAULT_CRITERION, get_criterion
 from pai.report.schema import IMP
 from pai.search.imp import ImpConfig, ImpResult, run_imp
 from pai.search.protocol import SearchContext, SearchIdentity, SearchRequest, TicketSearch
@@ -34,11 +35,20 @@ class ImpOptions:
         default="0it",
         metadata={"help": "IMP's rewinding step: 0, 500it, 2ep", "aliases": ("--rewind",)},
     )
+    criterion: str = field(
+        default=DEFAULT_CRITERION,
+        metadata={
+            "help": "IMP's mask criterion (Zhou et al. 2019): large_final, small_final, "
+            "large_init, small_init, large_init_large_final, small_init_small_final, "
+            "magnitude_increase, movement, random, or a registered plugin (pai.criteria)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.rate < 1:
             raise PaiError(f"IMP rate must be between 0 and 1 (exclusive), got {self.rate!r}")
         object.__setattr__(self, "rewind", Step.canonical(self.rewind))
+        get_criterion(self.criterion)  # PaiError naming the registered criteria
 
 
 def imp_levels(compressions: Iterable[float], rate: float) -> int:
@@ -64,6 +74,8 @@ class ImpSearch(TicketSearch):
                 "rewind": options.rewind,
                 "levels": imp_levels(targets, options.rate),
                 "targets": targets,
+                # None (left out of hashes) for the default: runs from before criteria keep theirs
+                "criterion": None if options.criterion == DEFAULT_CRITERION else options.criterion,
             }
         )
 
@@ -81,6 +93,7 @@ class ImpSearch(TicketSearch):
             rewind=identity["rewind"],
             targets=tuple(identity["targets"]),
             train_per_class=request.train_per_class,
+            criterion=identity["criterion"],
         )
         key = (IMP, config)
         if key not in context.cache:
