@@ -96,7 +96,7 @@ def test_old_spellings_of_builtin_options_still_work(plugin):
     argv = [*BASE, "--methods", "imp,earlybird", "--rewind", "500it", "--imp-rate", "0.5",
             "--eb-epsilon", "0.05", "--eb-mode", "bn-channel", "--earlybird-max-epochs", "3"]  # fmt: skip
     options = compare_config(build_parser().parse_args(argv)).options
-    assert options["imp"] == {"rate": 0.5, "rewind": "500it"}
+    assert (options["imp"]["rate"], options["imp"]["rewind"]) == (0.5, "500it")
     earlybird = options["earlybird"]
     assert (earlybird["epsilon"], earlybird["mode"], earlybird["max_epochs"]) == (
         0.05, "bn-channel", 3,
