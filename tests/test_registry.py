@@ -169,7 +169,8 @@ def test_register_scorer_rejects_objects_that_are_not_scorers():
 
 def test_readme_example_plugin_is_short_and_works():
     readme = (Path(__file__).parents[1] / "scorers" / "README.md").read_text()
-    example = re.search(r"```python\n(.*?)```", readme, re.DOTALL).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    example = next(block for block in blocks if "class GradientMagnitudeScorer" in block)
     assert len(example.strip().splitlines()) < 40
     namespace: dict = {}
     exec(compile(example, "pai_gradmag.py", "exec"), namespace)
