@@ -27,7 +27,7 @@ from pai.core.errors import PaiError
 from pai.experiments.compare.config import CompareConfig
 from pai.experiments.compare.run import run_comparison
 from pai.report.provenance import write_provenance
-from pai.report.schema import SANITY_CHECKS
+from pai.report.schema import check_variant
 from pai.report.tables import summarize, summary_markdown
 from pai.search.methods import get_search, method_names
 
@@ -66,9 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--sanity",
-        type=comma_list(SANITY_CHECKS),
+        "--variants",
+        type=variant_list,
         default=[],
-        help="sanity checks to add as rows: shuffle, reinit, invert (Frankle et al. 2021)",
+        help="variants of every ticket to add as rows: the sanity checks shuffle, reinit, "
+        "invert (Frankle et al. 2021); sign_constant, freeze_init (Zhou et al. 2019); "
+        "signs_from_init, magnitudes_from_init, sign_flip, permute_global, permute_layer, "
+        "permute_filter, permute_same_sign, noise:SCALE (Frankle, Schwab & Morcos 2020)",
     )
     add_scoring_arguments(parser, rounds=False)
     parser.add_argument(
@@ -80,6 +84,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_training_arguments(parser)
     parser.set_defaults(func=run, methods_with_flags=add_method_options(parser))
+
+
+def variant_list(text: str) -> list[str]:
+    """argparse type: comma-separated variant names (`pai.report.schema.VARIANTS`)."""
+    try:
+        return [check_variant(item) for item in comma_list()(text)]
+    except PaiError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _prefix(method: str) -> str:

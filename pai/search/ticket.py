@@ -48,6 +48,8 @@ class Ticket:
     ablation keeps the weights the method chose from. `converged` says whether the search's
     stopping rule fired (None: it has none). `trained` holds a finished training of exactly
     this ticket under the requested budget, which the harness reuses instead of training again.
+    `frozen`, when set, holds the values the pruned weights keep through training instead of
+    zero (a full tensor per masked name, read at the pruned entries; `state` holds them too).
     """
 
     masks: Masks
@@ -56,3 +58,4 @@ class Ticket:
     source_state: dict[str, Tensor] | None = None
     converged: bool | None = None
     trained: StoredTraining | None = None
+    frozen: dict[str, Tensor] | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -25,7 +25,7 @@ from pai.pruning.masks import Masks
 from pai.training.checkpoint import Checkpointing, load_checkpoint, save_checkpoint, state_digest
 from pai.training.config import TrainConfig
 from pai.training.history import History
-from pai.training.masked_step import MaskedStep
+from pai.training.masked_step import MaskedStep, hold_frozen
 from pai.training.schedule import make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def train(
     progress: bool | None = None,
     start_at: str = "0it",
     checkpoint: Checkpointing | None = None,
+    frozen: Mapping[str, Tensor] | None = None,
 ) -> TrainResult:
     """Train `model` in place on `data.train` and evaluate on `data.test`.
 
@@ -111,6 +112,9 @@ def train(
     metrics then count the whole run (`steps`, `wall_seconds` over every attempt);
     `resumed_from_step` is the step resumed from (0: none) and `attempt_steps` the steps
     this call trained. A callback's state cannot be saved, so `on_epoch_end` excludes it.
+
+    `frozen` (one tensor per mask) holds the pruned weights at those values instead of zero,
+    before the first step and after every step (`MaskedStep`).
     """
     device = torch.device(device) if device is not None else data.train.x.device
     model.to(device)
@@ -118,13 +122,15 @@ def train(
     if masks is not None:
         masks.check_model(model)
         masks.apply(model)
+        if frozen is not None:
+            hold_frozen(model, masks, frozen)
     if checkpoint is not None and on_epoch_end is not None:
         raise PaiError("on_epoch_end keeps state a checkpoint cannot hold; pass checkpoint=None")
     plan = _plan(data, config, snapshot_at, start_at, on_epoch_end)
     saver = None
     if checkpoint is not None:
         saver = _Checkpointer(checkpoint, plan, _fingerprint(model, data, config, plan, masks))
-    return _loop(model, data, config, plan, masks, device, on_epoch_end, progress, saver)
+    return _loop(model, data, config, plan, masks, device, on_epoch_end, progress, saver, frozen)
 
 
 @dataclass(frozen=True)
@@ -266,12 +272,13 @@ def _loop(
     on_epoch_end: EpochCallback | None,
     progress: bool | None,
     saver: _Checkpointer | None = None,
+    frozen: Mapping[str, Tensor] | None = None,
 ) -> TrainResult:
     """Train from `plan.first` (or the checkpoint) to `plan.total`, evaluating, snapshotting,
     checkpointing and stopping as asked."""
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, plan.steps_per_epoch, plan.total, plan.first)
-    masked_step = MaskedStep(optimizer, model, masks)
+    masked_step = MaskedStep(optimizer, model, masks, frozen)
     generator = torch.Generator(device=data.train.x.device).manual_seed(config.seed)
     history = History(partial(evaluate, model, data.test), plan.steps_per_epoch, device)
     result = TrainResult(metrics={}, history=history.rows)

@@ -13,14 +13,17 @@ from typing import Any
 
 from pai.core.errors import PaiError, unknown_name
 from pai.pruning.masks import SCOPES
-from pai.report.schema import DENSE, SANITY_CHECKS
+from pai.report.schema import DENSE, check_variant
 from pai.search.protocol import SearchRequest
 from pai.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """A comparison: which methods, compressions, seeds and sanity checks, under which training.
+    """A comparison: which methods, compressions, seeds and variants, under which training.
+
+    `sanity` names the variants of every ticket to train besides it (`pai.report.schema.
+    VARIANTS`: the sanity checks, the weight variants of `pai.search.ablations`, noise:SCALE).
 
     `train.seed` is ignored: seed s trains with the data order of s and initializes the model
     from s (`pai.core.seeds`). `train_per_class` trains (and early-bird and IMP search) on a
@@ -58,9 +61,7 @@ class CompareConfig:
                 raise PaiError(f"compression must be a finite number >= 1, got {compression!r}")
         if not self.seeds:
             raise PaiError("no seeds given")
-        for check in self.sanity:
-            if check not in SANITY_CHECKS:
-                raise unknown_name("sanity check", check, SANITY_CHECKS)
+        object.__setattr__(self, "sanity", tuple(check_variant(v) for v in self.sanity))
         if self.scope not in SCOPES:
             raise unknown_name("scope", self.scope, SCOPES)
         if self.per_class < 1:

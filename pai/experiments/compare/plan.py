@@ -73,5 +73,6 @@ def plan_runs(config: CompareConfig) -> list[RunSpec]:
 
 
 def run_for(spec: RunSpec, store: str | Path) -> Run:
-    """The run directory of `spec` in `store`: `<store>/<method>-<variant>-<hash>/`."""
-    return Run(store, f"{spec.method}-{spec.variant}", spec)
+    """The run directory of `spec` in `store`: `<store>/<method>-<variant>-<hash>/` (a `:` of
+    the variant, as in noise:0.5, written `_`)."""
+    return Run(store, f"{spec.method}-{spec.variant.replace(':', '_')}", spec)

@@ -19,6 +19,7 @@ from pai.experiments.compare.tickets import TicketFinder
 from pai.pruning.masks import Masks
 from pai.report.schema import DENSE, EXTRA_COLUMNS, RUN_COLUMNS
 from pai.search.ticket import Ticket
+from pai.training.loop import evaluate
 from pai.training.record import copy_training, train_into
 
 
@@ -42,14 +43,19 @@ def collapse_facts(model: nn.Module, masks: Masks) -> dict[str, Any]:
 
 
 def train_ticket(spec: RunSpec, ticket: Ticket, finder: TicketFinder, run: Run) -> dict[str, Any]:
-    """Train `ticket` (or copy its stored training) into `run`, write its row, return it."""
+    """Train `ticket` (or copy its stored training) into `run`, write its row, return it.
+
+    `untrained_test_accuracy` is the test accuracy of the ticket's start weights (masked, or
+    holding their frozen values) before any training: the supermask accuracy of its mask.
+    """
     masks = ticket.masks.to("cpu")
     model = finder.build(spec)
     facts = collapse_facts(model, masks)
+    model.load_state_dict(ticket.state)
+    untrained = evaluate(model.to(finder.context.device), finder.context.data.test)[0]
     if ticket.trained is not None:
         metrics = copy_training(run, ticket.trained.path, masks)
     else:
-        model.load_state_dict(ticket.state)
         metrics = train_into(
             run,
             model,
@@ -58,6 +64,7 @@ def train_ticket(spec: RunSpec, ticket: Ticket, finder: TicketFinder, run: Run) 
             masks=None if spec.method == DENSE else masks,
             device=finder.context.device,
             progress=finder.context.progress,
+            frozen=ticket.frozen,
         ).metrics
     row = {
         "method": spec.method,
@@ -86,6 +93,7 @@ def train_ticket(spec: RunSpec, ticket: Ticket, finder: TicketFinder, run: Run) 
         "reused_training": ticket.trained is not None,
         "options": json.dumps(canonical(spec.options or {}), sort_keys=True),
         "run_dir": run.path.name,
+        "untrained_test_accuracy": untrained,
     }
     run.write_json(FILES.row, row)
     run.finish()
