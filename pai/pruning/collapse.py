@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from pai.core.errors import PaiError, unknown_name
 from pai.models import model_input_shape
 from pai.pruning.allocators import Allocator, resolve_allocator
 from pai.pruning.driver import compute_scores, prune
-from pai.pruning.masks import Masks
+from pai.pruning.masks import Masks, as_masks
 from pai.pruning.registry import Scorer, resolve_scorer
 
 Criterion = Literal["layer", "path"]
@@ -59,9 +59,9 @@ _ADAPTIVE_AVERAGE_POOLS: dict[type[nn.Module], type[nn.Module]] = {
 }
 
 
-def layer_collapse(masks: Masks) -> list[str]:
+def layer_collapse(masks: Masks | Mapping[str, Tensor]) -> list[str]:
     """The masked layers with no weight left, in mask order; empty when nothing collapsed."""
-    return [name for name, mask in masks.items() if not bool(mask.any())]
+    return [name for name, mask in as_masks(masks).items() if not bool(mask.any())]
 
 
 class _Reachable(torch.autograd.Function):
@@ -164,7 +164,7 @@ class _Connectivity:
 
 
 def effective_masks(
-    model: nn.Module, masks: Masks, input_shape: Sequence[int] | None = None
+    model: nn.Module, masks: Masks | Mapping[str, Tensor], input_shape: Sequence[int] | None = None
 ) -> Masks:
     """The kept weights that lie on some input-output path of the masked network.
 
@@ -173,11 +173,11 @@ def effective_masks(
     average pools, biases zero), so residual networks work as they are. All False when the
     network is disconnected. `model` is left unchanged; `input_shape` defaults to the model's.
     """
-    return _Connectivity(model, input_shape).effective(masks)
+    return _Connectivity(model, input_shape).effective(as_masks(masks))
 
 
 def effective_compression(
-    model: nn.Module, masks: Masks, input_shape: Sequence[int] | None = None
+    model: nn.Module, masks: Masks | Mapping[str, Tensor], input_shape: Sequence[int] | None = None
 ) -> float:
     """Prunable weights / effective weights; inf when the network is disconnected."""
     return effective_masks(model, masks, input_shape).compression

@@ -11,7 +11,7 @@ changed: scoring runs on one private copy.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +22,8 @@ from pai.core.devices import resolve_device
 from pai.core.errors import PaiError, unknown_name
 from pai.models import model_input_shape
 from pai.pruning.allocators import Allocator, keep_allocated, layer_counts, resolve_allocator
-from pai.pruning.masks import Masks, kept_count
-from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer
+from pai.pruning.masks import Masks, as_masks, kept_count
+from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer, scorer_label
 
 SCHEDULES: tuple[str, ...] = ("exponential", "linear")
 
@@ -91,23 +91,54 @@ def _check_target(masks: Masks, compression: float, scope: str | Allocator) -> N
 
 
 def check_scores(scores: dict[str, Tensor], masks: Masks, scorer: Scorer) -> None:
-    """PaiError unless `scores` has one finite score per live weight of every masked tensor."""
+    """PaiError unless `scores` is a dict with one floating tensor per masked parameter, of its
+    shape, finite on every live weight.
+
+    Integer (and bool) scores are refused: the ranking breaks ties by position (the earlier
+    layer, then the lower index), so coarse integer scores would leave much of the mask to
+    layer order; a scorer whose scores are integer-valued returns them as float64 to say that
+    ties falling to position are intended.
+    """
+    who = scorer_label(scorer)
+    if not isinstance(scores, Mapping):
+        raise PaiError(
+            f"{who} returned a {type(scores).__name__}, not a dict of tensors by parameter name"
+        )
     missing, extra = sorted(set(masks) - set(scores)), sorted(set(scores) - set(masks))
     if missing or extra:
         problems = [f"no scores for {missing}"] if missing else []
         problems += [f"scores for {extra}, which are not masked"] if extra else []
         raise PaiError(
-            f"scorer {scorer.name!r} returned {' and '.join(problems)}; "
-            "expected exactly one per masked parameter"
+            f"{who} returned {' and '.join(problems)}; expected exactly one per masked parameter"
         )
     for name, mask in masks.items():
-        if scores[name].shape != mask.shape:
+        score = scores[name]
+        if not isinstance(score, Tensor):
             raise PaiError(
-                f"scorer {scorer.name!r} returned scores of shape {tuple(scores[name].shape)} "
-                f"for {name!r}, whose shape is {tuple(mask.shape)}"
+                f"{who} returned a {type(score).__name__} for {name!r}, not a torch tensor"
             )
-        if (mask & ~torch.isfinite(scores[name])).any():
-            raise PaiError(f"scorer {scorer.name!r} gave non-finite scores (NaN, inf) to {name!r}")
+        if not score.is_floating_point():
+            raise PaiError(
+                f"{who} returned {score.dtype} scores for {name!r}; scores must be floating "
+                "(ties break by position, so return float64 for integer-valued scores)"
+            )
+        if score.shape != mask.shape:
+            raise PaiError(
+                f"{who} returned scores of shape {tuple(score.shape)} for {name!r}, whose shape "
+                f"is {tuple(mask.shape)}"
+            )
+        if (mask & ~torch.isfinite(score.to(mask.device))).any():
+            raise PaiError(f"{who} gave non-finite scores (NaN, inf) to {name!r}")
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What scoring must leave as it is, cheaply: every parameter's and buffer's identity and
+    version counter (torch bumps it on every in-place write), `requires_grad`, every mode."""
+    return (
+        tuple((n, id(p), p._version, p.requires_grad) for n, p in model.named_parameters()),
+        tuple((n, id(b), b._version) for n, b in model.named_buffers()),
+        tuple(module.training for module in model.modules()),
+    )
 
 
 @dataclass
@@ -127,7 +158,20 @@ class Scoring:
                 for name, weight in self.context.original_weights.items():
                     self.work.get_parameter(name).copy_(weight)
         self.masks.apply(self.work)
-        scores = self.scorer.score(self.work, self.masks, self.context)
+        before = _fingerprint(self.work)
+        try:
+            scores = self.scorer.score(self.work, self.masks, self.context)
+        except PaiError as error:
+            raise PaiError(f"{scorer_label(self.scorer)}: {error}") from error
+        except Exception as error:  # a plugin's own failure, named as the plugin's
+            raise PaiError(
+                f"{scorer_label(self.scorer)} failed in score(): {type(error).__name__}: {error}"
+            ) from error
+        if _fingerprint(self.work) != before:
+            raise PaiError(
+                f"{scorer_label(self.scorer)} changed the model it scored (weights, buffers, "
+                "requires_grad or train/eval mode); score() must leave it as given"
+            )
         check_scores(scores, self.masks, self.scorer)
         return scores
 
@@ -142,7 +186,7 @@ def _runnable(scorer: str | Scorer) -> Scorer:
 def prepare_scoring(
     model: nn.Module,
     scorer: str | Scorer,
-    masks: Masks | None,
+    masks: Masks | Mapping[str, Tensor] | None,
     data: Iterable[tuple[Tensor, Tensor]] | None,
     input_shape: Sequence[int] | None,
     seed: int,
@@ -158,7 +202,7 @@ def prepare_scoring(
     Scorers that train are accepted here: `prune` and `compute_scores` refuse them first.
     """
     scorer = resolve_scorer(scorer)
-    masks = Masks.dense(model) if masks is None else masks
+    masks = Masks.dense(model) if masks is None else as_masks(masks)
     masks.check_model(model)
     if not len(masks):
         raise PaiError("there is nothing to prune: the masks cover no parameter")
@@ -194,7 +238,7 @@ def compute_scores(
     model: nn.Module,
     scorer: str | Scorer,
     *,
-    masks: Masks | None = None,
+    masks: Masks | Mapping[str, Tensor] | None = None,
     data: Iterable[tuple[Tensor, Tensor]] | None = None,
     input_shape: Sequence[int] | None = None,
     seed: int = 0,
@@ -218,19 +262,20 @@ def prune(
     input_shape: Sequence[int] | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
-    masks: Masks | None = None,
+    masks: Masks | Mapping[str, Tensor] | None = None,
 ) -> Masks:
     """Prune `model` to `compression` (prunable weights / kept weights) with `scorer`.
 
     `scorer` is a registered name or a `Scorer`. `rounds` (default: the scorer's) rounds follow
     `schedule` (see `round_compressions`); `scope` names the density allocator (`global`,
     `layerwise`, `erk`, `from-masks:FILE`, ...: `pai.pruning.allocators`), which sets every
-    round's per-layer counts at that round's compression. `data` is an
-    iterable of (inputs, targets) batches, read once and used as given. `input_shape` defaults
-    to the model's (zoo models record it), else the first batch's. `masks` starts from an
-    already pruned network (compression stays relative to all its prunable weights); by default
-    every prunable weight is live. Scores are computed on `device` (default: CUDA when
-    available); the returned masks are on the model's device, keyed like its parameters.
+    round's per-layer counts at that round's compression. `data` is an iterable of (inputs,
+    targets) batches, read once and used as given. `input_shape` defaults to the model's (zoo
+    models record it), else the first batch's. `masks` (`Masks`, or a plain {name: bool tensor}
+    mapping) starts from an already pruned network (compression stays relative to all its
+    prunable weights); by default every prunable weight is live. Scores are computed on
+    `device` (default: CUDA when available); the returned masks are on the model's device,
+    keyed like its parameters.
     """
     scorer = _runnable(scorer)
     scoring = prepare_scoring(

@@ -150,14 +150,23 @@ class Masks(Mapping[str, Tensor]):
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Masks:
-        """Read a mask file written by `save` (tensors only: `weights_only=True`)."""
+        """Read a mask file written by `save` (tensors only: `weights_only=True`, so a pickle
+        holding code is refused unrun). PaiError, one line, for anything else."""
         path = Path(path)
-        if not path.is_file():
+        expected = "expected a file written by torch.save holding {name: bool tensor}"
+        if not path.exists():
             raise PaiError(f"mask file {str(path)!r} does not exist")
-        data = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
-            raise PaiError(f"{str(path)!r} is not a mask file: expected a dict of bool tensors")
-        return cls(data)
+        if not path.is_file():
+            raise PaiError(f"mask file {str(path)!r} is a folder, not a file; {expected}")
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # garbage, truncated, empty, JSON, a pickle with code
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise PaiError(
+                f"{str(path)!r} is not a mask file ({type(error).__name__}: "
+                f"{reason.split('. ')[0]}); {expected}"
+            ) from None
+        return as_masks(data, f"mask file {str(path)!r}")
 
     def to_torch_prune(self, model: nn.Module) -> nn.Module:
         """Attach the masks with `torch.nn.utils.prune.custom_from_mask`, for plain PyTorch use."""
@@ -168,6 +177,28 @@ class Masks(Mapping[str, Tensor]):
             device = getattr(module, param_name).device
             torch_prune.custom_from_mask(module, param_name, mask.to(device))
         return model
+
+
+def as_masks(masks: Masks | Mapping[str, Tensor], what: str = "masks") -> Masks:
+    """`masks` as `Masks`: a plain {name: bool tensor} mapping (what `torch.load` of a mask
+    file gives) is wrapped, so it works wherever `Masks` are taken; PaiError for anything else.
+    `what` names the value in the message."""
+    if isinstance(masks, Masks):
+        return masks
+    if not isinstance(masks, Mapping):
+        raise PaiError(
+            f"{what} must map parameter names to bool tensors, got a {type(masks).__name__}"
+        )
+    for name, mask in masks.items():
+        if not isinstance(name, str) or not isinstance(mask, Tensor):
+            raise PaiError(
+                f"{what} must map parameter names to bool tensors; entry {name!r} holds a "
+                f"{type(mask).__name__}"
+            )
+    try:
+        return Masks(masks)
+    except PaiError as error:
+        raise PaiError(f"{what}: {error}") from None
 
 
 def keep_topk(

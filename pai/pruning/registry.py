@@ -306,6 +306,18 @@ def unregister_scorer(name: str) -> None:
     _SCORERS.unregister(name)
 
 
+def scorer_label(scorer: Scorer) -> str:
+    """`scorer 'name' (from <distribution>)`: how a message names a scorer and its package
+    (`in-process` when registered here, `not registered` for an object passed directly)."""
+    entry = next(
+        (e for e in _SCORERS.entries() if e.name == scorer.name and e.plugin is scorer), None
+    )
+    if entry is None:
+        entry = next((e for e in _SCORERS.entries() if e.plugin is not None
+                      and type(e.plugin) is type(scorer) and e.name == scorer.name), None)  # fmt: skip
+    return f"scorer {scorer.name!r} (from {entry.source if entry else 'not registered'})"
+
+
 def resolve_scorer(scorer: str | Scorer) -> Scorer:
     """A scorer given by name (looked up) or as an object (checked against the protocol)."""
     return get_scorer(scorer) if isinstance(scorer, str) else _check_protocol(scorer)

@@ -9,22 +9,23 @@ of the highest, and re-initializing the weights under the mask.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from pai.pruning.masks import Masks
+from pai.pruning.masks import Masks, as_masks
 from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer
 
 
-def shuffle_within_layers(masks: Masks, generator: torch.Generator) -> Masks:
+def shuffle_within_layers(masks: Masks | Mapping[str, Tensor], generator: torch.Generator) -> Masks:
     """New masks with each layer's entries permuted by a seeded random permutation.
 
     Every layer keeps its number of kept weights (so its density) and loses which ones. The
     permutations are drawn from `generator` (on its own device), layer by layer in mask order.
     """
     shuffled = {}
-    for name, mask in masks.items():
+    for name, mask in as_masks(masks).items():
         order = torch.randperm(mask.numel(), generator=generator, device=generator.device)
         shuffled[name] = mask.reshape(-1)[order.to(mask.device)].reshape(mask.shape)
     return Masks(shuffled)
@@ -51,7 +52,7 @@ def inverted(scorer: str | Scorer) -> Scorer:
 
 
 @torch.no_grad()
-def reinitialize(model: nn.Module, masks: Masks, seed: int) -> nn.Module:
+def reinitialize(model: nn.Module, masks: Masks | Mapping[str, Tensor], seed: int) -> nn.Module:
     """A copy of `model` with fresh weights from `seed` under the same masks.
 
     Every Conv and Linear weight is redrawn Kaiming-normal (fan_in, ReLU gain: the zoo's
@@ -59,6 +60,7 @@ def reinitialize(model: nn.Module, masks: Masks, seed: int) -> nn.Module:
     order, and its bias set to zero; other parameters and buffers are kept. The pruned weights
     are then zeroed. `model` itself is not changed.
     """
+    masks = as_masks(masks)
     masks.check_model(model)
     fresh = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(seed)
