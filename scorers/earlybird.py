@@ -7,12 +7,16 @@ a full training. It needs training, so `pai.prune` rejects it; it is a ticket se
 (`pai.search.protocol.TicketSearch`): experiments call its `find` (see `scorers/README.md`).
 
 The stopping rule, exactly: after epoch e the mask m_e is drawn. The last `window` (5) masks are
-kept. Once `window` masks exist, the `window - 1` normalized Hamming distances between successive
-ones, d(m_{e-4}, m_{e-3}), ..., d(m_{e-1}, m_e), are computed, and training stops at the end of
-epoch e when the largest of them is below `epsilon` (default 0.1). The normalized Hamming
-distance is the fraction of prunable weights kept by one mask and pruned by the other. (The
-reference implementation compares the newest mask with each of the four before it and never
-stops training; here the training loop really stops.)
+kept. Once `window` masks exist, `window - 1` normalized Hamming distances are computed and
+training stops at the end of epoch e when the largest of them is below `epsilon` (default 0.1).
+Which distances is the `distance` option: `successive` (the default) takes those between
+successive masks, d(m_{e-4}, m_{e-3}), ..., d(m_{e-1}, m_e); `newest` takes those from each older
+mask to the newest, d(m_{e-4}, m_e), ..., d(m_{e-1}, m_e), as the reference implementation does
+(its `cal_dist`; it stops at distances <= 0.1, and never stops training). The normalized Hamming
+distance is the fraction of prunable weights kept by one mask and pruned by the other. By the
+triangle inequality `newest` is the stricter rule: masks that drift a little every epoch pass
+`successive` while the newest may differ from the oldest by the sum of the drifts. Here the
+training loop really stops.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("magnitude", "bn-channel")
 RESTARTS: tuple[str, ...] = ("trained", "init")
+DISTANCES: tuple[str, ...] = ("successive", "newest")
 WINDOW = 5
 EPSILON = 0.1
 
@@ -58,13 +63,37 @@ def successive_distances(history: Sequence[Masks], window: int = WINDOW) -> list
     return [mask_distance(a, b) for a, b in zip(recent, recent[1:], strict=False)]
 
 
-def should_stop(history: Sequence[Masks], epsilon: float = EPSILON, window: int = WINDOW) -> bool:
-    """True when `window` masks exist and the largest of the `window - 1` distances between
-    successive ones among the last `window` is below `epsilon` (the rule of the module docstring).
+def newest_distances(history: Sequence[Masks], window: int = WINDOW) -> list[float]:
+    """The distances from each older mask among the last `window` of `history` to the newest,
+    oldest first (the reference implementation's rule)."""
+    recent = list(history)[-window:]
+    return [mask_distance(older, recent[-1]) for older in recent[:-1]]
+
+
+def recent_distances(
+    history: Sequence[Masks], window: int = WINDOW, distance: str | None = None
+) -> list[float]:
+    """The distances the stopping rule looks at: `successive` (None) or `newest` ones."""
+    if distance not in (None, *DISTANCES):
+        raise unknown_name("early-bird distance", distance, DISTANCES)
+    if distance == "newest":
+        return newest_distances(history, window)
+    return successive_distances(history, window)
+
+
+def should_stop(
+    history: Sequence[Masks],
+    epsilon: float = EPSILON,
+    window: int = WINDOW,
+    distance: str | None = None,
+) -> bool:
+    """True when `window` masks exist and the largest of the `window - 1` distances of the rule
+    `distance` (`successive`, the default, or `newest`) among the last `window` is below
+    `epsilon` (the rule of the module docstring).
     """
     if len(history) < window:
         return False
-    return max(successive_distances(history, window)) < epsilon
+    return max(recent_distances(history, window, distance)) < epsilon
 
 
 def magnitude_mask(model: nn.Module, compression: float, scope: Scope = "global") -> Masks:
@@ -162,7 +191,7 @@ class EarlyBirdOptions:
     epsilon: float = field(
         default=EPSILON,
         metadata={
-            "help": "stop when the last 4 successive mask distances are all below this",
+            "help": "stop when the last 4 mask distances (see distance) are all below this",
             "aliases": ("--eb-epsilon",),
         },
     )
@@ -185,6 +214,17 @@ class EarlyBirdOptions:
             "aliases": ("--eb-max-epochs",),
         },
     )
+    # None is "successive": a default left out of the canonical config, so adding the option
+    # changed no stored run's hash.
+    distance: str | None = field(
+        default=None,
+        metadata={
+            "help": "the distances compared with epsilon: successive masks' (default), or each "
+            "older mask's to the newest, as the reference code does (newest)",
+            "choices": DISTANCES,
+            "aliases": ("--eb-distance",),
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -195,6 +235,10 @@ class EarlyBirdOptions:
             raise PaiError(f"early-bird epsilon must be in (0, 1], got {self.epsilon!r}")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise PaiError(f"early-bird max_epochs must be >= 1, got {self.max_epochs!r}")
+        if self.distance not in (None, *DISTANCES):
+            raise unknown_name("early-bird distance", self.distance, DISTANCES)
+        if self.distance == "successive":  # the default spelled out: the same run, same hash
+            object.__setattr__(self, "distance", None)
 
 
 def _draw(model: nn.Module, compression: float, scope: Scope, mode: str) -> Masks:
@@ -317,11 +361,13 @@ class _MaskDrawing:
         self.drawn += 1
         if len(self.history) > 1:
             self.distances.append(mask_distance(self.history[-2], self.history[-1]))
-        self.converged = should_stop(self.history, self.options.epsilon)
+        self.converged = should_stop(
+            self.history, self.options.epsilon, distance=self.options.distance
+        )
 
     def on_epoch_end(self, epoch: int, net: nn.Module) -> bool:
         self.draw()
-        recent = successive_distances(self.history)
+        recent = recent_distances(self.history, distance=self.options.distance)
         log.info(
             "early-bird epoch %d: largest of the last %d distances %s",
             epoch,
