@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pai.cli.common import add_data_root
+from pai.core.errors import PaiError
+
+_ROOT_ALLOWED = "give the folder that holds the datasets, or leave --data-root out"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +29,13 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from pai.data.loading import dataset_status, resolve_data_root
+
+    if args.data_root is not None:  # a root given by hand must be a folder that exists
+        root = Path(args.data_root)
+        if not args.data_root.strip() or not root.exists():
+            raise PaiError(f"data root {args.data_root!r} does not exist; {_ROOT_ALLOWED}")
+        if not root.is_dir():
+            raise PaiError(f"data root {args.data_root!r} is not a folder; {_ROOT_ALLOWED}")
 
     rows = [
         {

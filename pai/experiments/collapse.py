@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from pai.core.atomic import atomic_write_text
 from pai.core.devices import resolve_device
-from pai.core.errors import PaiError, unknown_name
+from pai.core.errors import PaiError, refuse_repeats, unknown_name
 from pai.data.fitting import fit_to_input_shape
 from pai.data.loading import Split, load_dataset, scoring_batches
 from pai.data.specs import DATASETS, DatasetSpec, dataset_spec
@@ -113,6 +113,8 @@ class CollapseConfig:
     def __post_init__(self) -> None:
         if not self.scorers:
             raise PaiError("no scorer given; name at least one, e.g. random,magnitude")
+        refuse_repeats("scorers", self.scorers)
+        refuse_repeats("compressions", self.compressions)
         for name in ("seeds", "batch_size", "per_class"):
             if getattr(self, name) < 1:
                 raise PaiError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
