@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ import pandas as pd
 from scipy import stats
 
 from pai.core.atomic import atomic_write_text
-from pai.report.schema import ORIGINAL
+from pai.core.errors import PaiError, unknown_name
+from pai.report.schema import DENSE, ORIGINAL
 
 GROUP = ["method", "variant", "requested_compression"]
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -89,11 +91,37 @@ def paired_deltas(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per method, variant and requested compression, in the order runs first appear."""
+def summary_keys(runs: pd.DataFrame, by: Sequence[str] = GROUP) -> list[str]:
+    """The columns a summary row stands for: `by`, then the keys of `GROUP` it leaves out.
+
+    A key left out of `by` must be constant over `runs` (leaving it out then changes no group);
+    pooling runs of different methods, variants or compressions into one mean is refused.
+    `by` may add `seed`, one row per run.
+    """
+    allowed = (*GROUP, "seed")
+    for key in by:
+        if key not in allowed:
+            raise unknown_name("summary key", key, allowed)
+    if len(set(by)) != len(by):
+        raise PaiError(f"summary keys {', '.join(by)} name a key twice")
+    for key in GROUP:
+        values = runs[key].drop_duplicates().tolist() if key in runs else []
+        if key not in by and len(values) > 1:
+            shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+            raise PaiError(
+                f"the runs differ in {key} ({shown}) and a summary row would average them; "
+                f"add {key} to the keys"
+            )
+    return [*by, *(key for key in GROUP if key not in by)]
+
+
+def summarize(runs: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
+    """One row per method, variant and requested compression (or per `by`, see
+    `summary_keys`), in the order runs first appear."""
+    keys = summary_keys(runs, by)
     frame = runs.copy()
     frame["collapsed"] = frame["collapsed"].astype(bool)
-    grouped = frame.groupby(GROUP, sort=False)
+    grouped = frame.groupby(keys, sort=False)
     summary = grouped.agg(
         compression=("compression", "mean"),
         n=("test_accuracy", "size"),
@@ -107,6 +135,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         search_epochs_mean=("search_epochs", "mean"),
         effective_compression_median=("effective_compression", "median"),
     ).reset_index()
+    if "seed" in keys:  # one run per row: nothing to pair
+        deltas = paired_deltas(frame.iloc[0:0])
+        return summary.merge(deltas, on=GROUP, how="left")[["seed", *SUMMARY_COLUMNS]]
     summary = summary.merge(paired_deltas(frame), on=GROUP, how="left")
     return summary[list(SUMMARY_COLUMNS)]
 
@@ -138,6 +169,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         )
         rows.append(
             {
+                **({"seed": record["seed"]} if "seed" in record else {}),
                 "method": record["method"],
                 "variant": record["variant"],
                 "compression": _ratio(record["compression"]),
@@ -151,6 +183,49 @@ def summary_markdown(summary: pd.DataFrame) -> str:
             }
         )
     return pd.DataFrame(rows).to_markdown(index=False) + "\n"
+
+
+def summary_latex(summary: pd.DataFrame, caption: str | None = None) -> str:
+    """The summary as a LaTeX table a paper can paste (booktabs: `\\usepackage{booktabs}`).
+
+    Rows are the summary's keys other than the compression, columns the requested
+    compressions; a cell is the mean test accuracy in percent ± its 95% t half-width (the mean
+    alone for one seed), and the best mean of each compression is bold (ties all bold; the
+    dense reference is never marked). Rendered by pandas' `Styler.to_latex`.
+    """
+    rows = [key for key in summary.columns if key in ("seed", "method", "variant")]
+    cells: dict[tuple, dict[float, tuple[float, str]]] = {}
+    best: dict[float, float] = {}
+    for record in summary.to_dict("records"):
+        compression, mean = record["requested_compression"], record["test_accuracy_mean"]
+        ci = record["test_accuracy_ci95"]
+        text = f"{100 * mean:.2f}" + ("" if math.isnan(ci) else f" $\\pm$ {100 * ci:.2f}")
+        cells.setdefault(tuple(record[key] for key in rows), {})[compression] = (mean, text)
+        if record["method"] != DENSE and not math.isnan(mean):
+            best[compression] = max(best.get(compression, -math.inf), mean)
+    compressions = sorted({c for row in cells.values() for c in row})
+    columns = [f"{c:g}$\\times$" for c in compressions]
+    table = pd.DataFrame(
+        [
+            [*key, *(row[c][1] if c in row else "" for c in compressions)]
+            for key, row in cells.items()
+        ],
+        columns=[*rows, *columns],
+    )
+    marked = [
+        [
+            "textbf:--rwrap;" if key[rows.index("method")] != DENSE and c in row
+            and row[c][0] == best.get(c) else ""
+            for c in compressions
+        ]
+        for key, row in cells.items()
+    ]  # fmt: skip
+    bold = pd.DataFrame([[""] * len(rows) + line for line in marked], columns=table.columns)
+    styler = table.style.apply(lambda _: bold, axis=None).hide(axis="index")
+    styler = styler.format(escape="latex", subset=rows)
+    return styler.to_latex(
+        hrules=True, caption=caption, column_format="l" * len(rows) + "r" * len(compressions)
+    )
 
 
 def write_summary(runs: pd.DataFrame, out: str | Path) -> tuple[pd.DataFrame, str]:

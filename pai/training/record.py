@@ -20,11 +20,21 @@ from typing import Any
 from torch import nn
 
 from pai.core.atomic import atomic_write
-from pai.core.store import FILES, Run
+from pai.core.store import FILES, Contents, Run
 from pai.pruning.masks import Masks
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
 from pai.training.loop import TrainResult, state_copy, train
+
+# What a trained run must hold to be reused (`Run.verified`): every file pai reads back, with
+# the metrics every table takes. Runs written before `start.pt` existed lack it; the callers
+# that read it (IMP's controls) ask for it.
+TRAINED_CONTENTS: Contents = {
+    FILES.config: ("kind",),
+    FILES.metrics: ("test_accuracy", "best_test_accuracy", "test_loss", "epochs", "steps"),
+    FILES.final: (),
+    FILES.history: (),
+}
 
 
 def train_into(
