@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pai.core.errors import PaiError, unknown_name
+from pai.core.errors import PaiError, refuse_repeats, unknown_name
 from pai.pruning.masks import SCOPES
 from pai.report.schema import DENSE, check_variant
 from pai.search.protocol import SearchRequest
@@ -61,6 +61,8 @@ class CompareConfig:
                 raise PaiError(f"compression must be a finite number >= 1, got {compression!r}")
         if not self.seeds:
             raise PaiError("no seeds given")
+        for name in ("methods", "compressions", "seeds", "sanity"):
+            refuse_repeats(name, getattr(self, name))
         object.__setattr__(self, "sanity", tuple(check_variant(v) for v in self.sanity))
         if self.scope not in SCOPES:
             raise unknown_name("scope", self.scope, SCOPES)
