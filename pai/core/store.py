@@ -175,7 +175,10 @@ class Run:
         n = 1
         while (aside := self.path.with_name(f"{self.path.name}{QUARANTINE}{n}")).exists():
             n += 1
-        self.path.rename(aside)
+        try:
+            self.path.rename(aside)
+        except FileNotFoundError:  # another process moved it aside first
+            return aside
         log.warning("damaged run %s: %s; moved to %s, computing it again", self.path, reason, aside)
         return aside
 

@@ -13,7 +13,7 @@ from pai.core.store import Run
 from pai.pruning.masks import Masks
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
-from pai.training.record import train_into
+from pai.training.record import TRAINED_CONTENTS, train_into
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,10 @@ def train_run(
             train_per_class,
         ),
     )
-    if run.complete:
+    if run.verified(TRAINED_CONTENTS):  # a damaged run is moved aside and trained again
         return run, False
     with run.claim():
-        if run.complete:  # finished by another process while this one waited
+        if run.verified(TRAINED_CONTENTS):  # finished by another process while this one waited
             return run, False
         model = build_model(model_name, dataset_name, seed=model_seed)
         data = load_for_training(
