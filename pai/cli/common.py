@@ -54,6 +54,18 @@ def add_data_root(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_scheduler(parser: argparse.ArgumentParser) -> None:
+    """`--scheduler`: run one task per run on a dask.distributed cluster."""
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="WHERE",
+        help="run one task per run on dask.distributed: local:N (a LocalCluster of N worker "
+        "processes here), tcp://host:port (a running scheduler) or a scheduler file; the "
+        "store and data root must be paths every worker sees (default: this process)",
+    )
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     """`--device` (default: cuda when available, else cpu)."""
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")

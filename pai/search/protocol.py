@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from pai.core import seeds
 from pai.core.errors import PaiError
 from pai.search.ticket import StoredTraining, Ticket
+from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 
 if TYPE_CHECKING:
     from pai.data.loading import Dataset
@@ -56,6 +57,7 @@ class SearchContext:
 
     `cache` lives as long as one experiment, so a search can share work between the requests
     of that experiment (scoring batches per seed, one IMP run for all its targets).
+    `checkpoint` is how the runs a search stores checkpoint as they train.
     """
 
     data: Dataset
@@ -63,6 +65,7 @@ class SearchContext:
     store: Path
     progress: bool | None = None
     cache: dict[Any, Any] = field(default_factory=dict)
+    checkpoint: CheckpointPolicy | None = DEFAULT_POLICY
 
     def build(self, request: SearchRequest) -> nn.Module:
         """The zoo model of `request`, initialized from its seed (on the CPU)."""
@@ -80,6 +83,22 @@ class SearchContext:
                 self.data.train, request.per_class, seeds.scoring_subset(request.seed)
             )
         return self.cache[key]
+
+
+@dataclass(frozen=True)
+class SearchStage:
+    """A stored run a search computes on its way to a ticket (IMP: one level), which a sweep
+    may schedule as a task of its own ahead of the ticket.
+
+    `key` names it uniquely in a store (requests sharing the run share the key), `after` lists
+    the keys of the stages it needs first, `index` is its place in the search's own chain and
+    `path` its run directory: the stage is done when that run is complete.
+    """
+
+    key: str
+    index: int
+    path: Path
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +160,23 @@ class TicketSearch:
     ) -> StoredTraining | None:
         """A finished dense training under `request.train` this search made anyway, if any."""
         return None
+
+    def stages(
+        self, request: SearchRequest, context: SearchContext, *, dense: bool = False
+    ) -> list[SearchStage]:
+        """The stored runs `find(request)` (with `dense`: `dense_training`) reads, with every
+        stage they need, in an order that puts each after its `after`; the last is read
+        directly. A sweep computes them first, each by `compute_stage`; `find` computes what
+        is missing itself. Default: none (the search stores nothing).
+        """
+        return []
+
+    def compute_stage(
+        self, stage: SearchStage, request: SearchRequest, context: SearchContext
+    ) -> bool:
+        """Compute `stage` of `stages(request, ...)` unless it is complete (the stages in its
+        `after` are); whether it was computed now."""
+        raise PaiError(f"{self.name!r} has no stages; got {stage.key!r}")
 
     def __repr__(self) -> str:
         return f"<ticket search {self.name!r}>"

@@ -23,6 +23,7 @@ from pai.pruning.masks import Masks
 from pai.report.schema import DENSE, ORIGINAL
 from pai.search.protocol import SearchContext, SearchRequest
 from pai.search.ticket import Ticket
+from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
 
 
@@ -30,7 +31,7 @@ class TicketFinder:
     """Finds the ticket of every run of a comparison, sharing what several runs share.
 
     The search context's cache holds each seed's scoring batch and IMP run; originals are kept
-    for their variants.
+    for their variants. `checkpoint` is how every run trained for the comparison checkpoints.
     """
 
     def __init__(
@@ -41,9 +42,10 @@ class TicketFinder:
         *,
         device: torch.device,
         progress: bool | None = None,
+        checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
     ):
         self.config = config
-        self.context = SearchContext(data, device, store, progress)
+        self.context = SearchContext(data, device, store, progress, checkpoint=checkpoint)
         self.searches = searches_of(config)
         self._originals: dict[tuple, Ticket] = {}
 
