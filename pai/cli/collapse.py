@@ -9,13 +9,21 @@ date, wall time) and, with --compressions, fixed_compressions.csv.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from pai.cli.common import add_data_root, add_device, add_model_and_dataset, add_scoring_arguments
+from pai.cli.common import (
+    add_data_root,
+    add_device,
+    add_model_and_dataset,
+    add_scheduler,
+    add_scoring_arguments,
+)
 from pai.cli.flags import add_dataclass_flags, dataclass_values
 from pai.core.devices import resolve_device
 from pai.experiments.collapse import CollapseConfig, run_collapse
+from pai.experiments.executors import RunsFailed
 from pai.report.provenance import write_provenance
 
 # Fields whose flags are shared with other commands (add_model_and_dataset, add_scoring_arguments).
@@ -40,17 +48,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_arguments(parser)
     add_data_root(parser)
     add_device(parser)
+    add_scheduler(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = CollapseConfig(**dataclass_values(args, CollapseConfig))
-    device = resolve_device(args.device)
-    summary = run_collapse(config, args.out, data_root=args.data_root, device=device)
+    # on a cluster the workers choose their device: the client does not touch CUDA
+    device = resolve_device(args.device) if args.scheduler is None else args.device
+    failed = None
+    try:
+        summary = run_collapse(
+            config, args.out, data_root=args.data_root, device=device, scheduler=args.scheduler
+        )
+    except RunsFailed as error:
+        if error.result is None:
+            print(error.report(), file=sys.stderr)
+            return 1
+        failed, summary = error, error.result
     write_provenance(args.out, args.invocation, time.perf_counter() - started, device=device)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     written = "collapse.csv, collapse.md, layer_density.png, alive_layers.png, PROVENANCE.md"
     fixed = ", fixed_compressions.csv" if config.compressions else ""
     print(f"wrote {args.out}/{written}{fixed}")
+    if failed is not None:
+        print(failed.report(), file=sys.stderr)
+        return 1
     return 0

@@ -13,8 +13,11 @@ import sys
 
 import torch
 
-from pai.cli.common import add_data_root, add_device
+from pai.cli.common import add_data_root, add_device, add_scheduler
 from pai.experiments.presets import load_preset
+
+# The commands that take --scheduler; the others run in this process.
+SCHEDULED_COMMANDS: tuple[str, ...] = ("compare", "imp", "collapse")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run the pai subcommands a preset TOML file lists (benchmarks/presets/ holds the "
             "recipes of the committed results). --data-root and --device are appended to "
-            "every run."
+            "every run, --scheduler to every compare, imp and collapse run."
         ),
     )
     parser.add_argument("file", help="preset TOML file")
@@ -36,7 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_data_root(parser)
     add_device(parser)
+    add_scheduler(parser)
     parser.set_defaults(func=run)
+
+
+def _scheduler_flags(args: argparse.Namespace, command: str) -> list[str]:
+    """`--scheduler` for the runs whose command sweeps runs (compare, imp, collapse)."""
+    if args.scheduler is None or command not in SCHEDULED_COMMANDS:
+        return []
+    return ["--scheduler", args.scheduler]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,14 +66,15 @@ def run(args: argparse.Namespace) -> int:
         if preset.threads is not None:
             print(f"# with {preset.threads} torch CPU thread(s)")
         for preset_run in runs:
-            print("pai " + shlex.join(preset_run.argv(extra)))
+            scheduler = _scheduler_flags(args, preset_run.command)
+            print("pai " + shlex.join(preset_run.argv(extra + scheduler)))
         return 0
     threads = torch.get_num_threads()
     if preset.threads is not None:
         torch.set_num_threads(preset.threads)
     try:
         for index, preset_run in enumerate(runs, start=1):
-            argv = preset_run.argv(extra)
+            argv = preset_run.argv(extra + _scheduler_flags(args, preset_run.command))
             print(
                 f"[{index}/{len(runs)}] {preset_run.name}: pai {shlex.join(argv)}", file=sys.stderr
             )

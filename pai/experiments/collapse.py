@@ -12,6 +12,7 @@ are rewritten after every scorer, so an interrupted experiment leaves what it me
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -24,9 +25,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pai.core.atomic import atomic_write_text
+from pai.core.atomic import atomic_write_json, atomic_write_text
 from pai.core.devices import resolve_device
 from pai.core.errors import PaiError, refuse_repeats, unknown_name
+from pai.core.store import canonical, file_problem
 from pai.data.fitting import fit_to_input_shape
 from pai.data.loading import Split, load_dataset, scoring_batches
 from pai.data.specs import DATASETS, DatasetSpec, dataset_spec
@@ -55,6 +57,7 @@ CSV_COLUMNS = (
 DEFAULT_SCORERS: tuple[str, ...] = ("random", "magnitude", "snip", "grasp", "synflow")
 SEARCHES: tuple[str, ...] = ("scan", "bisection")  # "exact" is chosen by itself where it holds
 DATA_FREE = "none (data-free)"
+CONFIG_FILE = "collapse.json"  # the config and what the figures need, for `pai report`
 
 
 @dataclass(frozen=True)
@@ -150,8 +153,17 @@ def run_collapse(
     *,
     data_root: str | Path | None = None,
     device: torch.device | str | None = None,
+    scheduler: str | None = None,
 ) -> pd.DataFrame:
-    """Measure every scorer on every seed, write the outputs into `out`; the summary table."""
+    """Measure every scorer on every seed, write the outputs into `out`; the summary table.
+
+    `scheduler` (`local:N`, a dask address or a scheduler file) measures each scorer and seed
+    as a task of its own on that cluster (`measure_task`, its rows sent back), `device` then
+    being the workers' (None: theirs to choose); a task that fails is reported by
+    `executors.RunsFailed` once the outputs of the others are written.
+    """
+    if scheduler is not None:
+        return _run_on_cluster(config, Path(out), data_root, device, scheduler)
     scorers = _prune_at_init_scorers(config)
     spec = dataset_spec(config.dataset)
     if config.data_from is not None and not any(s.needs_data for s in scorers):
@@ -173,6 +185,67 @@ def run_collapse(
             _measure(config, model, scorer, seed, (data, data_note), device, record)
             write_outputs(config, record, seed + 1, out)
     return write_outputs(config, record, config.seeds, out)
+
+
+def measure_task(
+    config: CollapseConfig, scorer_name: str, seed: int, data_root: str | Path | None, device
+) -> CollapseRecord:
+    """Task: one scorer on the model of one seed, measured into a record of its own (the same
+    rows `run_collapse` measures in this process)."""
+    scorer = get_scorer(scorer_name)
+    spec = dataset_spec(config.dataset)
+    source = dataset_spec(config.data_from or spec.name)
+    data = (None, DATA_FREE)
+    if scorer.needs_data:
+        train = load_dataset(source.name, root=data_root, device="cpu").train
+        data = scoring_data(config, spec, source, train, seed)
+    model = build_model(config.model, spec, seed=seed)
+    record = CollapseRecord()
+    _measure(config, model, scorer, seed, data, resolve_device(device), record)
+    return record
+
+
+def _run_on_cluster(
+    config: CollapseConfig, out: Path, data_root, device, scheduler: str
+) -> pd.DataFrame:
+    """One task per scorer and seed on `scheduler`; the records merged in seed, then scorer,
+    order (as `run_collapse` measures them) and written at the end."""
+    from pai.experiments.executors import RunsFailed, Task, check_scheduler, run_tasks
+
+    _prune_at_init_scorers(config)
+    check_scheduler(scheduler)
+    out.mkdir(parents=True, exist_ok=True)
+    device = None if device is None else str(device)
+    tasks = [
+        Task(
+            f"collapse-{scorer}-seed{seed}",
+            measure_task,
+            (config, scorer, seed, data_root, device),
+            label=f"{scorer} seed {seed}",
+            config=f"{config.model} {config.dataset} scorer {scorer} seed {seed}",
+        )
+        for seed in range(config.seeds)
+        for scorer in config.scorers
+    ]
+    records: dict[str, CollapseRecord] = {}
+    failures = run_tasks(
+        tasks, scheduler, on_done=lambda task, got: records.update({task.key: got})
+    )
+    record = CollapseRecord()
+    for task in tasks:
+        part = records.get(task.key)
+        if part is not None:
+            record.results += part.results
+            record.fixed += part.fixed
+            record.densities += part.densities
+            record.alive += part.alive
+            record.max_compression = part.max_compression
+    if not record.results:
+        raise RunsFailed(failures)
+    summary = write_outputs(config, record, config.seeds, out)
+    if failures:
+        raise RunsFailed(failures, result=summary)
+    return summary
 
 
 def _prune_at_init_scorers(config: CollapseConfig) -> list[Scorer]:
@@ -395,4 +468,36 @@ def write_outputs(
         f"{name}: layers keeping a weight ({config.scope} pruning)",
         out / "alive_layers.png",
     )
+    # the figures' data and the config, so `read_outputs` rebuilds all of this without pruning
+    atomic_write_text(out / "layer_density.csv", pd.DataFrame(record.densities).to_csv(index=False))
+    atomic_write_text(out / "alive_layers.csv", pd.DataFrame(record.alive).to_csv(index=False))
+    stored = {"config": canonical(config), "seeds_done": seeds_done}
+    atomic_write_json(out / CONFIG_FILE, {**stored, "max_compression": record.max_compression})
     return summary
+
+
+def read_outputs(out: str | Path) -> tuple[CollapseConfig, CollapseRecord, int]:
+    """The config, record and seed count `write_outputs` wrote into `out`, read back (PaiError
+    for a folder written before `collapse.json` was kept, or whose files do not read back)."""
+    out = Path(out)
+    problem = file_problem(out / CONFIG_FILE, ("config", "seeds_done", "max_compression"))
+    if problem is not None:
+        raise PaiError(f"{str(out)!r} cannot be reported: {problem}; run pai collapse again")
+    stored = json.loads((out / CONFIG_FILE).read_text())
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["config"].items()}
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        path = out / name
+        if not path.is_file() or not path.read_text().strip():
+            return []
+        frame = pd.read_csv(path).astype(object)
+        return frame.where(frame.notna(), None).to_dict("records")
+
+    record = CollapseRecord(
+        results=rows("collapse.csv"),
+        fixed=rows("fixed_compressions.csv"),
+        densities=rows("layer_density.csv"),
+        alive=rows("alive_layers.csv"),
+        max_compression=stored["max_compression"],
+    )
+    return CollapseConfig(**values), record, stored["seeds_done"]

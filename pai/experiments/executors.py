@@ -36,7 +36,7 @@ from pai.core.errors import PaiError
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10  # how long to wait for a scheduler before saying it is unreachable
+CONNECT_TIMEOUT_S = 5  # how long to wait for a scheduler before saying it is unreachable
 LOCAL_PREFIX = "local:"
 # Addresses of a running scheduler, by protocol (as dask spells them).
 PROTOCOLS: tuple[str, ...] = ("tcp://", "tls://", "ucx://", "ws://", "wss://", "inproc://")
@@ -157,9 +157,12 @@ def _distributed():
 
 def check_scheduler(scheduler: str) -> None:
     """PaiError, before anything runs, for a `scheduler` that cannot work: a bad spelling, a
-    missing scheduler file, or dask.distributed not installed."""
-    parse_scheduler(scheduler)
+    missing scheduler file, dask.distributed not installed, or a scheduler not reachable."""
+    spec = parse_scheduler(scheduler)
     _distributed()
+    if spec.local is None:  # a running scheduler: reachable now, before any work is planned
+        with connect(scheduler):
+            pass
 
 
 @contextmanager
@@ -171,6 +174,25 @@ def connect(scheduler: str) -> Iterator[Any]:
     """
     spec = parse_scheduler(scheduler)
     distributed = _distributed()
+    with _quiet_distributed():
+        yield from _connected(distributed, spec, scheduler)
+
+
+@contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """distributed's own lines (workers starting, closing, killed at close) hidden unless pai
+    is verbose; the sweep's failures are reported by pai."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    if logging.getLogger("pai").getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _connected(distributed, spec: SchedulerSpec, scheduler: str) -> Iterator[Any]:
     cluster = None
     try:
         if spec.local is not None:
