@@ -83,6 +83,7 @@ def test_cli_run_directory_holds_every_file_and_masks_stay_zero(tmp_path, data_r
         "metrics.json",
         "history.csv",
         "masks.pt",
+        "start.pt",
         "final.pt",
         "COMPLETE",
     }
@@ -121,8 +122,8 @@ def test_same_seed_same_metrics_other_seed_different(tmp_path, data_root):
     [
         (["--model", "nope"], "unknown model 'nope'"),
         (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
-        (["--lr", "-1"], "'-1' must be a finite number >= 0"),
-        (["--warmup", "5"], "bad step '5'"),
+        (["--lr", "-1"], "lr must be a finite number >= 0, got -1.0"),
+        (["--warmup", "5x"], "bad step '5x'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, data_root, capsys, argv, message):
