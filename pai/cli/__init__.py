@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "collapse",
     "imp",
     "compare",
+    "stability",
     "preset",
 )
 

@@ -35,7 +35,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 # Subcommands that produce results; the others only print.
-PRESET_COMMANDS: tuple[str, ...] = ("train", "prune", "collapse", "imp", "compare")
+PRESET_COMMANDS: tuple[str, ...] = ("train", "prune", "collapse", "imp", "compare", "stability")
 _PRESET_KEYS = {"description", "threads", "run"}
 _RUN_KEYS = {"name", "command", "args"}
 
