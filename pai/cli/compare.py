@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from typing import Any
 
 from pai.cli.common import (
     add_model_and_dataset,
+    add_scheduler,
     add_scoring_arguments,
     comma_list,
     compression_list,
     positive_int,
 )
 from pai.cli.flags import add_dataclass_flags, dataclass_values
-from pai.cli.train import add_training_arguments, training_config
+from pai.cli.train import add_training_arguments, checkpoint_policy, training_config
 from pai.core.devices import resolve_device
 from pai.core.errors import PaiError
 from pai.experiments.compare.config import CompareConfig
 from pai.experiments.compare.run import run_comparison
+from pai.experiments.executors import RunsFailed
 from pai.report.provenance import write_provenance
 from pai.report.schema import check_variant
 from pai.report.tables import summarize, summary_markdown
@@ -82,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train this many seeds at once in worker processes, each with cpu_count/jobs "
         "torch threads (for many-core CPUs; default 1)",
     )
+    add_scheduler(parser)
     add_training_arguments(parser)
     parser.set_defaults(func=run, methods_with_flags=add_method_options(parser))
 
@@ -128,15 +132,16 @@ def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
-    """The CompareConfig the flags describe (repeated methods, compressions, checks once)."""
+    """The CompareConfig the flags describe (a method, compression or check given twice is
+    refused by CompareConfig)."""
     return CompareConfig(
         model=args.model,
         dataset=args.dataset,
-        methods=tuple(dict.fromkeys(args.methods)),
-        compressions=tuple(dict.fromkeys(args.compressions)),
+        methods=tuple(args.methods),
+        compressions=tuple(args.compressions),
         train=training_config(args),
         seeds=tuple(range(args.seed, args.seed + args.seeds)),
-        sanity=tuple(dict.fromkeys(args.sanity)),
+        sanity=tuple(args.sanity),
         scope=args.scope,
         per_class=args.per_class,
         train_per_class=args.train_per_class,
@@ -147,15 +152,22 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = compare_config(args)
-    device = resolve_device(args.device)
-    table = run_comparison(
-        config,
-        args.out,
-        store=args.store,
-        data_root=args.data_root,
-        device=device,
-        jobs=args.jobs,
-    )
+    # on a cluster the workers choose their device: the client does not touch CUDA
+    device = resolve_device(args.device) if args.scheduler is None else args.device
+    failed = None
+    try:
+        table = run_comparison(
+            config,
+            args.out,
+            store=args.store,
+            data_root=args.data_root,
+            device=device,
+            jobs=args.jobs,
+            scheduler=args.scheduler,
+            checkpoint=checkpoint_policy(args),
+        )
+    except RunsFailed as error:
+        failed, table = error, error.result
     write_provenance(
         args.out,
         args.invocation,
@@ -169,4 +181,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(summary_markdown(summarize(table)), end="")
     print(f"tables and figure in {args.out}")
+    if failed is not None:
+        print(failed.report(), file=sys.stderr)
+        return 1
     return 0

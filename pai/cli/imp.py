@@ -7,20 +7,25 @@ PROVENANCE.md (this command, commit, machine, date, wall time).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from pai.cli.common import (
     add_model_and_dataset,
+    add_scheduler,
     comma_list,
     compression_list,
+    positive_int,
     pruning_rate,
 )
-from pai.cli.train import add_training_arguments, training_config
+from pai.cli.train import add_training_arguments, checkpoint_policy, training_config
 from pai.core.devices import resolve_device
+from pai.experiments.executors import RunsFailed
+from pai.experiments.imp_sweep import run_imp_seeds
 from pai.pruning.criteria import DEFAULT_CRITERION, available_criteria, criterion_entries
 from pai.pruning.masks import SCOPES
 from pai.report.provenance import write_provenance
-from pai.search.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig, run_imp
+from pai.search.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig
 
 
 def _whole_number(text: str) -> int:
@@ -112,6 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also train, at every level, the same mask re-initialized (reinit) and a random "
         "mask with the same layer densities (shuffle)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="IMP runs for seeds --seed, --seed + 1, ... (default 1), each its own run",
+    )
+    add_scheduler(parser)
     add_training_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -135,20 +147,40 @@ def run(args: argparse.Namespace) -> int:
         train_per_class=args.train_per_class,
         criterion=args.criterion,
     )
-    device = resolve_device(args.device)
-    result = run_imp(config, args.out, data_root=args.data_root, device=device)
-    write_provenance(
-        result.path,
-        args.invocation,
-        time.perf_counter() - started,
-        device=device,
-        notes="Levels finished by an earlier invocation were read from their runs, not trained "
-        "again.",
-    )
-    table = result.table()
-    columns = ["level", "kept", "compression", "untrained_test_accuracy", "test_accuracy"]
-    columns += ["best_test_accuracy"]
-    columns += [f"{c}_test_accuracy" for c in config.controls]
-    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"levels: {result.path / 'levels.csv'}")
+    # on a cluster the workers choose their device: the client does not touch CUDA
+    device = resolve_device(args.device) if args.scheduler is None else args.device
+    seeds = range(args.seed, args.seed + args.seeds)
+    failed = None
+    try:
+        results = run_imp_seeds(
+            config,
+            seeds,
+            args.out,
+            data_root=args.data_root,
+            device=device,
+            checkpoint=checkpoint_policy(args),
+            scheduler=args.scheduler,
+        )
+    except RunsFailed as error:
+        failed, results = error, error.result
+    for result in results:
+        write_provenance(
+            result.path,
+            args.invocation,
+            time.perf_counter() - started,
+            device=device,
+            notes="Levels finished by an earlier invocation were read from their runs, not "
+            "trained again.",
+        )
+        table = result.table()
+        columns = ["level", "kept", "compression", "untrained_test_accuracy", "test_accuracy"]
+        columns += ["best_test_accuracy"]
+        columns += [f"{c}_test_accuracy" for c in config.controls]
+        if len(results) > 1:
+            print(f"seed {result.config.model_seed}:")
+        print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"levels: {result.path / 'levels.csv'}")
+    if failed is not None:
+        print(failed.report(), file=sys.stderr)
+        return 1
     return 0

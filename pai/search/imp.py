@@ -43,14 +43,15 @@ from pai.core import seeds
 from pai.core.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from pai.core.errors import PaiError, unknown_name
 from pai.core.steps import Step
-from pai.core.store import FILES, Run, canonical, config_hash
+from pai.core.store import FILES, Contents, Run, canonical, config_hash, file_problem
 from pai.pruning.criteria import DEFAULT_CRITERION, Criterion, LargeFinal, get_criterion
 from pai.pruning.levels import PruningPlan, check_schedule, prune_by_criterion, pruning_plan
 from pai.pruning.masks import Masks, prunable_parameters
 from pai.search.ticket import SearchCost, Ticket
+from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
 from pai.training.loop import TrainResult, evaluate
-from pai.training.record import train_into
+from pai.training.record import TRAINED_CONTENTS, train_into
 from pai.training.schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ RESETS: tuple[str, ...] = ("rewind", "lr-rewind", "finetune")
 REWIND_SCHEDULES: tuple[str, ...] = ("restart", "resume")
 # Controls: the ablations of `pai.search.ablations`, trained at every level > 0.
 CONTROLS: tuple[str, ...] = ("reinit", "shuffle")
+# What a complete level (or control) must hold: the next level starts from its final weights
+# and mask, a control from its start weights.
+LEVEL_CONTENTS: Contents = {**TRAINED_CONTENTS, FILES.masks: (), FILES.start: ()}
 
 
 # Trains the model in place under the masks at a level; the loop does everything else.
@@ -73,11 +77,13 @@ def imp_loop(
     *,
     rewind_state: Mapping[str, Tensor] | None,
     first_level: int = 1,
+    last_level: int | None = None,
     criterion: Criterion | None = None,
     start_state: Mapping[str, Tensor] | None = None,
     seed: int = 0,
 ) -> Masks:
-    """Run IMP levels `first_level`, ..., `len(plan) - 1` on `model`; return the last masks.
+    """Run IMP levels `first_level`, ..., `last_level` (default `len(plan) - 1`) on `model`;
+    return the last masks.
 
     `model` holds the trained weights of level `first_level - 1` and `masks` its mask. Each level
     prunes to the plan's counts by `criterion` (default `large_final`, the trained magnitude;
@@ -90,7 +96,8 @@ def imp_loop(
     this one loop.
     """
     criterion = criterion or LargeFinal()
-    for level in range(first_level, len(plan)):
+    last = len(plan) - 1 if last_level is None else last_level
+    for level in range(first_level, last + 1):
         trained = dict(model.named_parameters())
         start = start_state if start_state is not None else rewind_state
         if start is None and not isinstance(criterion, LargeFinal):
@@ -179,6 +186,11 @@ class ImpConfig:
             set_field(self, "criterion", None)  # the default, spelled out: same hash
         if self.criterion is not None:
             get_criterion(self.criterion)  # PaiError naming the registered criteria
+        if self.levels == 0 and not self.targets:
+            raise PaiError(
+                "levels 0 with no target compressions prunes nothing (it trains the dense "
+                "level 0 only); give levels >= 1 or targets"
+            )
 
     def identity(self) -> dict[str, Any]:
         """The canonical config that names the run directory (controls left out)."""
@@ -324,14 +336,25 @@ class ImpRun:
 
     Level L is the complete run `level-LL/` (the files of `pai.training.record`); its controls
     are `level-LL-reinit/` and `level-LL-shuffle/`; `rewind.pt` holds the rewinding weights.
+    Each level and control is one task a sweep can schedule (`train_level`, `train_control`):
+    it is claimed (`Run.claim`) while it trains, so two processes never train it at once, and it
+    checkpoints as it trains (`checkpoint`, None: never), so a killed one resumes.
     """
 
-    def __init__(self, config: ImpConfig, out: str | Path, data, progress: bool | None = None):
+    def __init__(
+        self,
+        config: ImpConfig,
+        out: str | Path,
+        data,
+        progress: bool | None = None,
+        checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
+    ):
         from pai.models import build_model
 
         self.config = config
         self.data = data
         self.progress = progress
+        self.checkpoint = checkpoint
         self.device = data.train.x.device
         self.model = build_model(config.model, config.dataset, seed=config.model_seed)
         self.model.to(self.device)
@@ -344,6 +367,13 @@ class ImpRun:
             targets=config.targets,
             output_half_rate=config.output_half_rate,
         )
+        reachable = len(self.plan) - 1
+        if not config.targets and reachable < config.levels:
+            raise PaiError(
+                f"{config.levels} levels cannot be reached: at rate {config.rate:g} every "
+                f"{config.scope} group of {config.model} is down to its last weight after "
+                f"level {reachable}; allowed: 1 to {reachable} levels"
+            )
         self.level_configs = self._level_configs()
         self.root = imp_path(config, out)
         self.hash = self.root.name.removeprefix("imp-")
@@ -365,33 +395,74 @@ class ImpRun:
             pruned = _finetune_config(config.train, steps_per_epoch)
         return [config.train] + [pruned] * (len(self.plan) - 1)
 
-    def run(self) -> ImpResult:
-        """Train level 0 (or resume after the last complete level), then prune, reset and
-        train every later level and its controls; read every level back into an `ImpResult`."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.root / FILES.config, {"kind": "imp", **self.config.identity()})
-        first = next(
-            (lv for lv in range(len(self.plan)) if not self.level_run(lv).complete),
-            len(self.plan),
-        )
-        masks = self._train_dense() if first == 0 else self._resume(first)
-        rewind = self._load(self.root / FILES.rewind) if self.config.reset == "rewind" else None
-        imp_loop(
-            self.model,
-            masks,
-            self.plan,
-            self._train_level,
-            rewind_state=rewind,
-            first_level=max(first, 1),
-            criterion=get_criterion(self.config.criterion or DEFAULT_CRITERION),
-            start_state=rewind if rewind is not None else self._initial_state(),
-            seed=self.config.model_seed,
-        )
-        for level in range(1, len(self.plan)):
-            self._train_controls(level)
-        result = _collect(self.config, self.root, self.plan, self.level_configs)
-        result.write_csv()
+    def run(self, until: int | None = None) -> ImpResult:
+        """Train every level up to `until` (default: the last) that is not complete, in order,
+        each followed by its controls; read those levels back into an `ImpResult` (and write
+        `levels.csv` once every level is there)."""
+        last = len(self.plan) - 1 if until is None else until
+        for level in range(last + 1):
+            self.train_level(level)
+            for control in self.config.controls if level > 0 else ():
+                self.train_control(level, control)
+        result = _collect(self.config, self.root, self.level_configs[: last + 1])
+        if last == len(self.plan) - 1:
+            result.write_csv()
         return result
+
+    def level_for(self, compression: float) -> int:
+        """The level whose true compression is nearest `compression` (on a log scale), as
+        `ImpResult.level_for` picks it, known before any level is trained."""
+        gap = [
+            abs(math.log(self.plan.compression(lv) / compression)) for lv in range(len(self.plan))
+        ]
+        return gap.index(min(gap))
+
+    def train_level(self, level: int) -> bool:
+        """Train level `level` unless it is complete; whether it trained now.
+
+        Level `level - 1` must be complete. Training a level removes its controls and every
+        later level: they were made from this level's earlier result.
+        """
+        if self._level_sound(level):
+            return False
+        with self.level_run(level).claim():
+            if self._level_sound(level):  # trained by another process while this one waited
+                return False
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.root / FILES.config, {"kind": "imp", **self.config.identity()})
+            for later in range(level, len(self.plan)):
+                for control in (*CONTROLS, *([None] if later > level else [])):
+                    shutil.rmtree(self.level_run(later, control).path, ignore_errors=True)
+            if level == 0:
+                self.model.load_state_dict(self._initial_state())
+                self._train_dense()
+                return True
+            masks = self._resume(level)
+            rewind = self._load(self.root / FILES.rewind) if self.config.reset == "rewind" else None
+            imp_loop(
+                self.model,
+                masks,
+                self.plan,
+                self._train_level,
+                rewind_state=rewind,
+                first_level=level,
+                last_level=level,
+                criterion=get_criterion(self.config.criterion or DEFAULT_CRITERION),
+                start_state=rewind if rewind is not None else self._initial_state(),
+                seed=self.config.model_seed,
+            )
+        return True
+
+    def _level_sound(self, level: int) -> bool:
+        """Whether level `level` is complete and reads back (`Run.verified`, which moves a
+        damaged level aside); level 0 needs `rewind.pt` as well, which only it can remake."""
+        run = self.level_run(level)
+        if level == 0 and self.config.reset == "rewind" and run.complete:
+            problem = file_problem(self.root / FILES.rewind)
+            if problem is not None:
+                run.quarantine(problem)
+                return False
+        return run.verified(LEVEL_CONTENTS)
 
     def level_run(self, level: int, control: str | None = None) -> _NamedRun:
         identity = {
@@ -450,6 +521,7 @@ class ImpRun:
             snapshot_at=snapshot_at,
             progress=self.progress,
             start_at=self.config.rewind if resume else "0it",
+            checkpoint=self.checkpoint,
         )
 
     def _start_source(self, level: int) -> dict[str, Tensor]:
@@ -459,41 +531,39 @@ class ImpRun:
         return self._load(self.level_run(level - 1).path / FILES.final)
 
     def _train_level(self, level: int, masks: Masks) -> None:
-        for control in CONTROLS:  # controls left by an earlier attempt used another mask
-            shutil.rmtree(self.level_run(level, control).path, ignore_errors=True)
         run = self.level_run(level)
         result = self._train(run, self.model, masks, level)
         run.finish()
         accuracy = result.metrics["test_accuracy"]
         log.info("level %d: kept %d, test accuracy %.4f", level, masks.kept, accuracy)
-        self._train_controls(level)
 
-    def _train_controls(self, level: int) -> None:
-        """The level's mask re-initialized and shuffled (`pai.search.ablations`), each a run."""
+    def train_control(self, level: int, control: str) -> bool:
+        """Train `control` (`pai.search.ablations`) of level `level`, which must be complete,
+        unless it is complete; whether it trained now."""
         from pai.models import build_model
         from pai.search.ablations import ablate
 
-        missing = [c for c in self.config.controls if not self.level_run(level, c).complete]
-        if not missing:
-            return
-        path = self.level_run(level).path
-        masks = Masks.load(path / FILES.masks, map_location=self.device)
-        ticket = Ticket(
-            masks, self._load(path / FILES.start), source_state=self._start_source(level)
-        )
-        for control in missing:
+        run = self.level_run(level, control)
+        if run.verified(LEVEL_CONTENTS):
+            return False
+        with run.claim():
+            if run.verified(LEVEL_CONTENTS):  # trained by another process meanwhile
+                return False
+            path = self.level_run(level).path
+            masks = Masks.load(path / FILES.masks, map_location=self.device)
+            ticket = Ticket(
+                masks, self._load(path / FILES.start), source_state=self._start_source(level)
+            )
             net = build_model(self.config.model, self.config.dataset, seed=self.config.model_seed)
             net.to(self.device)
             ablated = ablate(
                 ticket, control, net, seeds.ablation_seed(self.config.model_seed, level)
             )
             net.load_state_dict(ablated.state)
-            run = self.level_run(level, control)
             result = self._train(run, net, ablated.masks, level)
             run.finish()
-            log.info(
-                "level %d %s: test accuracy %.4f", level, control, result.metrics["test_accuracy"]
-            )
+        log.info("level %d %s: test accuracy %.4f", level, control, result.metrics["test_accuracy"])
+        return True
 
 
 def run_imp(
@@ -504,25 +574,59 @@ def run_imp(
     data_root: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
+    checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
 ) -> ImpResult:
     """Run (or resume) IMP under `<out>/imp-<hash>/` and return every level (see `ImpRun`).
 
-    A rerun starts after the last complete level (retraining the ones after it and their
-    controls) and trains only missing controls. `data` (a loaded `pai.data.loading.Dataset`,
-    already cut to `config.train_per_class` when that is set) is used as given; otherwise the
-    dataset is loaded once onto `device`. `levels.csv` holds one row per level.
+    A rerun trains the first level that is not complete and every one after it (retraining a
+    level removes the levels and controls made from it), resuming a level killed mid-training
+    from its checkpoint (`checkpoint`, None: none), and trains only missing controls. `data`
+    (a loaded `pai.data.loading.Dataset`, already cut to `config.train_per_class` when that is
+    set) is used as given; otherwise the dataset is loaded once onto `device`. `levels.csv`
+    holds one row per level.
     """
     data = _imp_data(config, data, data_root, device)
-    return ImpRun(config, out, data, progress).run()
+    return ImpRun(config, out, data, progress, checkpoint).run()
 
 
-def _collect(
-    config: ImpConfig, root: Path, plan: PruningPlan, level_configs: list[TrainConfig]
-) -> ImpResult:
-    """Read every stored level (and its controls) back into an `ImpResult`."""
+def read_imp(root: str | Path) -> ImpResult:
+    """The IMP run stored in `root` (`<out>/imp-<hash>`), read back without training anything.
+
+    Its config comes from `config.json` (its controls: those trained at level 1), its levels
+    are 0, 1, ... up to the first one that is unfinished or damaged (`LEVEL_CONTENTS`), each
+    with the training config stored in its run. PaiError when `config.json` does not read
+    back as an IMP config.
+    """
+    root = Path(root)
+    problem = file_problem(root / FILES.config, ("kind", "train"))
+    stored = json.loads((root / FILES.config).read_text()) if problem is None else {}
+    if problem is not None or stored["kind"] != "imp":
+        raise PaiError(f"{str(root)!r} is not an IMP run: {problem or 'its kind is not imp'}")
+    fields = {k: v for k, v in stored.items() if k not in ("kind", "train")}
+    controls = tuple(c for c in CONTROLS if (root / _level_name(1, c)).is_dir())
+    try:
+        config = ImpConfig(train=_train_config(stored["train"]), controls=controls, **fields)
+    except (TypeError, ValueError) as error:  # PaiError included: written by another version
+        raise PaiError(f"{str(root)!r} holds an IMP config this pai cannot read: {error}") from None
+    level_configs = []
+    while True:
+        run = Run.at(root / _level_name(len(level_configs)))
+        if not run.complete or run.damage(LEVEL_CONTENTS) is not None:
+            return _collect(config, root, level_configs)
+        level_configs.append(_train_config(run.read_json(FILES.config)["train"]))
+
+
+def _train_config(stored: Mapping[str, Any]) -> TrainConfig:
+    """A `TrainConfig` from its canonical JSON (lists back to tuples)."""
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+
+
+def _collect(config: ImpConfig, root: Path, level_configs: list[TrainConfig]) -> ImpResult:
+    """Read the first `len(level_configs)` stored levels (and their controls) back into an
+    `ImpResult`; `level_configs[L]` is what level L trained with."""
     levels = []
     cost = SearchCost()
-    for level in range(len(plan)):
+    for level in range(len(level_configs)):
         path = root / _level_name(level)
         metrics = json.loads((path / FILES.metrics).read_text())
         masks = Masks.load(path / FILES.masks)
@@ -539,8 +643,8 @@ def _collect(
         levels.append(
             ImpLevel(
                 level=level,
-                kept=plan.level_kept(level),
-                compression=plan.compression(level),
+                kept=masks.kept,  # the plan's count: levels keep exactly it
+                compression=masks.compression,
                 layer_kept=masks.layer_kept(),
                 masks=masks,
                 metrics=metrics,

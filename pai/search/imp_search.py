@@ -8,6 +8,7 @@ level 0 (the dense network) is offered as the experiment's dense reference.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,8 +20,14 @@ from pai.core.steps import Step
 from pai.core.store import FILES
 from pai.pruning.criteria import DEFAULT_CRITERION, get_criterion
 from pai.report.schema import IMP
-from pai.search.imp import ImpConfig, ImpResult, run_imp
-from pai.search.protocol import SearchContext, SearchIdentity, SearchRequest, TicketSearch
+from pai.search.imp import ImpConfig, ImpResult, ImpRun
+from pai.search.protocol import (
+    SearchContext,
+    SearchIdentity,
+    SearchRequest,
+    SearchStage,
+    TicketSearch,
+)
 from pai.search.ticket import StoredTraining, Ticket
 
 
@@ -79,10 +86,10 @@ class ImpSearch(TicketSearch):
             }
         )
 
-    def result(self, request: SearchRequest, context: SearchContext) -> ImpResult:
-        """The IMP run of `request`'s seed with every compression a target (run or resumed)."""
+    def imp_config(self, request: SearchRequest) -> ImpConfig:
+        """The IMP run of `request`'s seed, with every compression a target."""
         identity = self.identity(request).options
-        config = ImpConfig(
+        return ImpConfig(
             model=request.model,
             dataset=request.dataset,
             train=request.train,
@@ -95,20 +102,57 @@ class ImpSearch(TicketSearch):
             train_per_class=request.train_per_class,
             criterion=identity["criterion"],
         )
+
+    def imp_run(
+        self, request: SearchRequest, context: SearchContext, *, dense: bool = False
+    ) -> ImpRun:
+        """The IMP run of `request` in the context's store, built once per experiment.
+
+        With `dense` the request is the dense reference's (compression 1), whose level 0 is
+        that of the experiment's tickets: the run's targets are the experiment's compressions.
+        """
+        if dense and request.compressions:
+            request = dataclasses.replace(request, compression=request.compressions[0])
+        config = self.imp_config(request)
         key = (IMP, config)
         if key not in context.cache:
-            context.cache[key] = run_imp(
-                config,
-                context.store / IMP,
-                data=context.data,
-                device=context.device,
-                progress=context.progress,
+            context.cache[key] = ImpRun(
+                config, context.store / IMP, context.data, context.progress, context.checkpoint
             )
         return context.cache[key]
 
+    def result(
+        self, request: SearchRequest, context: SearchContext, *, dense: bool = False
+    ) -> ImpResult:
+        """The IMP run of `request` up to the level its ticket (with `dense`: level 0) is drawn
+        from, the missing levels trained first; later levels are left to later requests."""
+        run = self.imp_run(request, context, dense=dense)
+        return run.run(until=0 if dense else run.level_for(request.compression))
+
+    def stages(
+        self, request: SearchRequest, context: SearchContext, *, dense: bool = False
+    ) -> list[SearchStage]:
+        """Levels 0 to the ticket's level (with `dense`: level 0, when its training is the
+        dense reference's), each after the one before it."""
+        run = self.imp_run(request, context, dense=dense)
+        if dense and run.level_configs[0] != request.train:
+            return []
+        last = 0 if dense else run.level_for(request.compression)
+        keys = [f"{IMP}/{run.root.name}/{run.level_run(lv).path.name}" for lv in range(last + 1)]
+        return [
+            SearchStage(keys[lv], lv, run.level_run(lv).path, tuple(keys[lv - 1 : lv]))
+            for lv in range(last + 1)
+        ]
+
+    def compute_stage(
+        self, stage: SearchStage, request: SearchRequest, context: SearchContext
+    ) -> bool:
+        run = self.imp_run(request, context, dense=stage.index == 0)
+        return run.train_level(stage.index)
+
     def find(self, request: SearchRequest, context: SearchContext) -> Ticket:
         result = self.result(request, context)
-        level = result.level_for(request.compression)
+        level = result.levels[-1]
         rewind = torch.load(result.path / FILES.rewind, map_location="cpu", weights_only=True)
         reusable = level.train_config == request.train
         return Ticket(
@@ -122,5 +166,5 @@ class ImpSearch(TicketSearch):
     def dense_training(
         self, request: SearchRequest, context: SearchContext
     ) -> StoredTraining | None:
-        dense = self.result(request, context).levels[0]
+        dense = self.result(request, context, dense=True).levels[0]
         return StoredTraining(dense.path) if dense.train_config == request.train else None

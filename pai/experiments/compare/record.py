@@ -12,7 +12,7 @@ import pandas as pd
 from torch import nn
 
 from pai.core.atomic import atomic_write_text
-from pai.core.store import FILES, Run, canonical
+from pai.core.store import FILES, Contents, Run, canonical, file_problem
 from pai.experiments.compare.config import RunSpec
 from pai.experiments.compare.plan import run_for
 from pai.experiments.compare.tickets import TicketFinder
@@ -20,7 +20,12 @@ from pai.pruning.masks import Masks
 from pai.report.schema import DENSE, EXTRA_COLUMNS, RUN_COLUMNS
 from pai.search.ticket import Ticket
 from pai.training.loop import evaluate
-from pai.training.record import copy_training, train_into
+from pai.training.record import TRAINED_CONTENTS, copy_training, train_into
+
+# What a complete comparison run must hold: its training, its mask and its row (every column
+# the tables group and report by; columns added to rows since are read when present).
+ROW_KEYS: tuple[str, ...] = (*RUN_COLUMNS, "requested_compression")
+COMPARE_CONTENTS: Contents = {**TRAINED_CONTENTS, FILES.masks: (), FILES.row: ROW_KEYS}
 
 
 def collapse_facts(model: nn.Module, masks: Masks) -> dict[str, Any]:
@@ -64,6 +69,7 @@ def train_ticket(spec: RunSpec, ticket: Ticket, finder: TicketFinder, run: Run) 
             masks=None if spec.method == DENSE else masks,
             device=finder.context.device,
             progress=finder.context.progress,
+            checkpoint=finder.context.checkpoint,
             frozen=ticket.frozen,
         ).metrics
     row = {
@@ -106,12 +112,20 @@ def runs_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def collect_rows(specs: Iterable[RunSpec], store: Path) -> list[dict[str, Any]]:
-    """The rows of the complete runs among `specs`, in plan order."""
+    """The rows of the complete runs among `specs`, in plan order.
+
+    A complete run whose `row.json` does not read back, or lacks a column of `ROW_KEYS`, is
+    damaged: it is moved aside (`Run.quarantine`) and left out, to be trained again.
+    """
     rows = []
     for spec in specs:
         run = run_for(spec, store)
         if run.complete:
-            rows.append(run.read_json(FILES.row))
+            problem = file_problem(run.path / FILES.row, ROW_KEYS)
+            if problem is None:
+                rows.append(run.read_json(FILES.row))
+            else:
+                run.quarantine(problem)
     return rows
 
 
