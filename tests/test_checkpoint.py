@@ -203,3 +203,72 @@ def test_keep_checkpoint_leaves_it_in_the_finished_run(tmp_path, data_root):
     assert main([*args, "--keep-checkpoint"]) == 0
     (run_dir,) = tmp_path.glob("train-*")
     assert (run_dir / FILES.marker).is_file() and (run_dir / FILES.checkpoint).is_file()
+
+
+def test_an_imp_level_killed_mid_training_resumes_from_its_checkpoint(mnist, tmp_path):
+    from pai.search.imp import ImpConfig, imp_path, run_imp
+
+    train = TrainConfig(budget="12it", batch_size=100, eval_every="6it")
+    config = ImpConfig("lenet300", "mnist", train, levels=2, rate=0.5)
+    policy = CheckpointPolicy("5it")
+    run_imp(config, tmp_path / "whole", data=mnist, progress=False, checkpoint=None)
+    real_step, steps = pai.training.masked_step.MaskedStep.step, []
+
+    def stop_in_level_one(self):  # level 0 trains 12 steps, then level 1's 8th step stops
+        if len(steps) == 12 + 7:
+            raise KeyboardInterrupt
+        steps.append(1)
+        real_step(self)
+
+    pai.training.masked_step.MaskedStep.step = stop_in_level_one
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_imp(config, tmp_path / "resumed", data=mnist, progress=False, checkpoint=policy)
+    finally:
+        pai.training.masked_step.MaskedStep.step = real_step
+    root = imp_path(config, tmp_path / "resumed")
+    assert (root / "level-01" / FILES.checkpoint).is_file()
+    run_imp(config, tmp_path / "resumed", data=mnist, progress=False, checkpoint=policy)
+    metrics = json.loads((root / "level-01" / FILES.metrics).read_text())
+    assert metrics["resumed_from_step"] == 5 and metrics["attempt_steps"] == 7
+    whole = imp_path(config, tmp_path / "whole")
+    for level in ("level-00", "level-01", "level-02"):
+        a, b = (torch.load(r / level / FILES.final, weights_only=True) for r in (root, whole))
+        assert all(torch.equal(a[k], b[k]) for k in a), level
+        assert not (root / level / FILES.checkpoint).exists()
+
+
+def test_a_comparison_run_killed_mid_training_resumes_from_its_checkpoint(tmp_path, data_root):
+    from pai.cli import main
+
+    args = [
+        "compare", "--model", "lenet300", "--dataset", "mnist", "--methods", "magnitude",
+        "--compressions", "4", "--steps", "12", "--batch-size", "100", "--train-per-class",
+        "100", "--checkpoint-every", "5it", "--device", "cpu", "--data-root", str(data_root),
+    ]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    real_step, steps = pai.training.masked_step.MaskedStep.step, []
+
+    def stop_in_the_second_run(self):  # the dense run's 12 steps, then 8 of magnitude's
+        if len(steps) == 12 + 8:
+            raise KeyboardInterrupt
+        steps.append(1)
+        real_step(self)
+
+    pai.training.masked_step.MaskedStep.step = stop_in_the_second_run
+    try:
+        assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
+    finally:
+        pai.training.masked_step.MaskedStep.step = real_step
+    assert main([*args, "--out", str(tmp_path / "resumed")]) == 0
+    (run,) = (tmp_path / "resumed" / "runs").glob("magnitude-original-*")
+    metrics = json.loads((run / FILES.metrics).read_text())
+    assert metrics["resumed_from_step"] == 5 and metrics["attempt_steps"] == 7
+    expected = tmp_path / "whole" / "runs" / run.name
+    a, b = (torch.load(r / FILES.final, weights_only=True) for r in (run, expected))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    columns = ["method", "compression", "test_accuracy", "test_loss", "train_steps"]
+    tables = [
+        pd.read_csv(out / "runs.csv")[columns] for out in (tmp_path / "resumed", tmp_path / "whole")
+    ]
+    pd.testing.assert_frame_equal(*tables)

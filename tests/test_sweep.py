@@ -323,3 +323,24 @@ def test_ctrl_c_cancels_the_queue_keeps_finished_runs_and_exits_130(tmp_path, da
     assert "interrupted; finished runs are kept" in err
     finished = _runs(tmp_path)
     assert 1 <= len(finished) < 12
+
+
+def test_training_tasks_ask_for_a_gpu_only_where_workers_declare_one(cluster):
+    from pai.experiments.executors import workers_have_gpus
+
+    _, client = cluster
+    assert not workers_have_gpus(client)  # so tasks ask for nothing (they would wait forever)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+            resources={"GPU": 1},
+        ) as gpus,
+        distributed.Client(gpus) as gpu_client,
+    ):  # fmt: skip
+        assert workers_have_gpus(gpu_client)
+        tasks = [Task(str(i), operator.mul, (i, 2), trains=i % 2 == 0) for i in range(4)]
+        done = {}
+        failures = run_tasks(
+            tasks, gpus.scheduler_address, on_done=lambda t, r: done.update({t.key: r})
+        )
+        assert not failures and done == {"0": 0, "1": 2, "2": 4, "3": 6}
