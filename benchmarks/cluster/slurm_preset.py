@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--walltime", default="04:00:00", help="time limit of each job")
     parser.add_argument("--cores", type=int, default=4, help="CPU cores per job")
     parser.add_argument("--memory", default="16GB", help="memory per job")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs per job (0: CPU workers)")
+    parser.add_argument(
+        "--gpus", type=int, default=1, help="1: one GPU per job (default); 0: CPU workers"
+    )
     parser.add_argument("--data-root", required=True, help="the datasets, on a shared filesystem")
     args = parser.parse_args(argv)
     try:
@@ -36,23 +38,29 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print('this script needs dask-jobqueue: pip install -e ".[dask]"', file=sys.stderr)
         return 2
+    from distributed import Client
+
     from pai.cli import main as pai
 
     gpu = ["--gres=gpu:1"] if args.gpus else []
     cluster = SLURMCluster(
         queue=args.queue,
         account=args.account,
-        cores=args.cores,
+        cores=1,  # one task at a time per worker: one training per GPU
+        job_cpu=args.cores,  # the job's CPUs, for the worker's own threads (torch, I/O)
         processes=1,  # one worker process per job, owning the job's GPU
         memory=args.memory,
         walltime=args.walltime,
         job_extra_directives=gpu,
         worker_extra_args=["--resources", "GPU=1"] if args.gpus else [],
-        job_script_prologue=[f"export PAI_DATA_ROOT={args.data_root}", "export OMP_NUM_THREADS=1"],
+        job_script_prologue=[f"export PAI_DATA_ROOT={args.data_root}"],
     )
     cluster.scale(jobs=args.jobs)
     print(cluster.job_script(), file=sys.stderr)
     try:
+        # pai asks for the GPU resource only once some worker has declared it
+        with Client(cluster) as client:
+            client.wait_for_workers(1)
         return pai(["preset", args.preset, "--scheduler", cluster.scheduler_address,
                     "--data-root", args.data_root])  # fmt: skip
     finally:

@@ -235,7 +235,8 @@ def dashboard_line(client: Any) -> str | None:
 
 def workers_have_gpus(client: Any) -> bool:
     """Whether some worker declares the GPU resource (`dask worker --resources GPU=1`,
-    dask-cuda's workers with `resources={"GPU": 1}`)."""
+    dask-cuda's workers with `resources={"GPU": 1}`). Asked when the sweep is submitted: on a
+    batch system, wait for the first worker first (`Client.wait_for_workers`)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     return any(GPU in info.get("resources", {}) for info in workers.values())
 
