@@ -11,6 +11,7 @@ import math
 from pai.core.errors import PaiError
 
 IMP = "imp"
+TRANSFER = "transfer"
 DENSE = "dense"
 ORIGINAL = "original"
 # The variants of a ticket that test what its method found (Frankle et al. 2021).
