@@ -9,25 +9,29 @@ import os
 import shlex
 import sys
 import traceback
+from collections.abc import Collection, Sequence
 
 from pai.core.errors import PaiError
 from pai.core.version import __version__
 
-# Subcommand modules under pai.cli, in the order `pai --help` lists them.
-COMMANDS: tuple[str, ...] = (
-    "models",
-    "datasets",
-    "train",
-    "scorers",
-    "allocators",
-    "prune",
-    "collapse",
-    "imp",
-    "compare",
-    "stability",
-    "report",
-    "preset",
-)
+# Subcommand modules under pai.cli with their one-line help, in the order `pai --help` lists
+# them. The help is written here, not read from the module, so `pai --help` imports no command
+# (tests/test_cli_startup.py checks each entry against what its module registers).
+COMMAND_HELP: dict[str, str] = {
+    "models": "list the model zoo",
+    "datasets": "list datasets, where their files are looked for, and whether they are found",
+    "train": "train a model, dense or under a mask",
+    "scorers": "list the pruning scorers",
+    "allocators": "list the density allocators (--scope)",
+    "prune": "prune a model at initialization and write its masks",
+    "collapse": "critical compression (layer collapse) of scorers at initialization",
+    "imp": "iterative magnitude pruning (lottery tickets), one stored run per level",
+    "compare": "train every method's ticket under one budget and tabulate them",
+    "stability": "linear mode connectivity: instability of two copies against the rewinding step",
+    "report": "rebuild a comparison's or IMP run's tables and figures from its stored runs",
+    "preset": "reproduce a result: run the subcommands of a preset file",
+}
+COMMANDS: tuple[str, ...] = tuple(COMMAND_HELP)
 DEBUG_ENV = "PAI_DEBUG"  # PAI_DEBUG=1 shows the traceback behind a one-line error, as --debug
 
 
@@ -38,8 +42,19 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with every subcommand registered."""
+def command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` runs: its first word that is not an option (the top-level options
+    take no value), or None when there is none or it names no command."""
+    word = next((word for word in argv if not word.startswith("-")), None)
+    return word if word in COMMAND_HELP else None
+
+
+def build_parser(
+    commands: Collection[str] | None = None,
+) -> argparse.ArgumentParser:
+    """The parser of `pai`, with the subcommands in `commands` registered by their modules (all
+    of them when None) and the others as placeholders that carry only their one-line help, so
+    that `pai --help` and `pai <command> ...` import that command's module alone."""
     parser = _OneLineParser(
         prog="pai",
         description="Compare pruning-at-initialization methods against iterative magnitude pruning.",
@@ -49,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     debug_help = f"show the traceback behind an error (also: {DEBUG_ENV}=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
-    for name in COMMANDS:
-        importlib.import_module(f"pai.cli.{name}").register(subparsers)
+    for name, help_text in COMMAND_HELP.items():
+        if commands is None or name in commands:
+            importlib.import_module(f"pai.cli.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     for subparser in subparsers.choices.values():  # `pai compare ... --debug` works too
         subparser.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help
@@ -65,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "pai"
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        args = build_parser([command_in(words)]).parse_args(argv)
         command = f"pai {args.command}"
         debug = debug or args.debug
         # The command as typed, for the provenance of what a subcommand writes.
-        args.invocation = "pai " + shlex.join(sys.argv[1:] if argv is None else argv)
+        args.invocation = "pai " + shlex.join(words)
         logging.basicConfig(
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tabulate import tabulate
-
-from pai.pruning.allocators import SEPARATOR, allocator_entries
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,6 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from pai.pruning.allocators import SEPARATOR, allocator_entries
+
     rows = []
     for entry in allocator_entries():
         allocator = entry.plugin

@@ -6,8 +6,9 @@ import argparse
 import math
 
 from pai.core.errors import PaiError
-from pai.pruning.allocators import resolve_allocator
-from pai.pruning.driver import SCHEDULES
+
+# The pruning modules import torch: they are imported by the functions that need them, so a
+# command's `--help` and its argument errors cost no torch import where the flags allow.
 
 
 def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,8 @@ def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:
 
 def add_scoring_arguments(parser: argparse.ArgumentParser, *, rounds: bool = True) -> None:
     """`--scope`, `--per-class` and, with `rounds`, `--rounds` and `--schedule` for pruning."""
+    from pai.pruning.driver import SCHEDULES
+
     parser.add_argument(
         "--scope",
         type=scope,
@@ -74,6 +77,8 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 def scope(text: str) -> str:
     """argparse type: a registered density allocator's name, or `name:ARGUMENT` for one that
     takes an argument (`from-masks:FILE`, whose file is read here)."""
+    from pai.pruning.allocators import resolve_allocator
+
     try:
         resolve_allocator(text)
     except PaiError as error:

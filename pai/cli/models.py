@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from tabulate import tabulate
-
 from pai.data.specs import DATASETS, dataset_spec
-from pai.pruning.masks import prunable_parameters
-from pai.models import MODELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+    from tabulate import tabulate
+
+    from pai.models import MODELS
+    from pai.pruning.masks import prunable_parameters
+
     spec = dataset_spec(args.dataset)
     rows = []
     for name, info in MODELS.items():

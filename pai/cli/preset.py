@@ -11,8 +11,6 @@ import argparse
 import shlex
 import sys
 
-import torch
-
 from pai.cli.common import add_data_root, add_device, add_scheduler
 from pai.experiments.presets import load_preset
 
@@ -69,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             scheduler = _scheduler_flags(args, preset_run.command)
             print("pai " + shlex.join(preset_run.argv(extra + scheduler)))
         return 0
+    import torch
+
     threads = torch.get_num_threads()
     if preset.threads is not None:
         torch.set_num_threads(preset.threads)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tabulate import tabulate
-
-from pai.pruning.registry import scorer_entries
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from pai.pruning.registry import scorer_entries
+
     rows = []
     for entry in scorer_entries():
         scorer = entry.scorer

@@ -6,12 +6,8 @@ import argparse
 
 from pai.cli.common import add_data_root, add_device, add_model_and_dataset, positive_int
 from pai.cli.flags import add_dataclass_flags, dataclass_values
-from pai.core.devices import resolve_device
-from pai.core.store import FILES
-from pai.pruning.masks import Masks
 from pai.training.checkpoint import DEFAULT_EVERY, CheckpointPolicy
 from pai.training.config import TrainConfig
-from pai.training.stored import train_run
 
 # Flags of their own: the budget is --epochs or --steps, and --seed seeds the initialization too.
 _OWN_FLAGS = ("budget", "seed")
@@ -90,6 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pai.core.devices import resolve_device
+    from pai.core.store import FILES
+    from pai.pruning.masks import Masks
+    from pai.training.stored import train_run
+
     config = training_config(args)
     masks = Masks.load(args.masks) if args.masks else None
     run_dir, ran = train_run(

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pai.core.errors import WriteError
 
 
@@ -71,6 +69,8 @@ def torch_bytes(obj: object) -> bytes:
     temporary name would make identical runs write different files; saved into memory the
     folder is always `archive/`.
     """
+    import torch  # here, not at the top: the command line reads this module before any tensor
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()

@@ -23,14 +23,15 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from pai.core.atomic import atomic_torch_save
 from pai.core.errors import PaiError
 from pai.core.steps import Step
+
+if TYPE_CHECKING:  # torch is imported where tensors are: the CLI's flags read this module
+    import torch
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Checkpointing:
 
 def state_digest(*states: Mapping[str, Tensor]) -> str:
     """SHA-256 of the names, shapes, dtypes and bytes of the tensors of `states`, in order."""
+    import torch
+
     digest = hashlib.sha256()
     for state in states:
         for name in sorted(state):
@@ -87,6 +90,8 @@ def load_checkpoint(
     path: Path, fingerprint: Mapping[str, Any], device: torch.device
 ) -> dict[str, Any] | None:
     """The checkpoint at `path` if it exists and belongs to this training, else None."""
+    import torch
+
     if not path.is_file():
         return None
     try:
