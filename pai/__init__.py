@@ -80,6 +80,8 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "pai.training.config",
     "train": "pai.training.loop",
     "evaluate": "pai.training.loop",
+    "train_many": "pai.training.stacked",
+    "default_stack_size": "pai.training.stacked",
 }
 
 __all__ = ["__version__", *_EXPORTS]
