@@ -14,7 +14,9 @@ from pai.cli import COMMAND_HELP, build_parser, command_in
 
 BLOCKED = ("torch", "torchvision", "pandas", "seaborn", "scipy", "matplotlib")
 # Commands whose parser is built from torch-free modules.
-LIGHT_COMMANDS = ("models", "datasets", "train", "scorers", "allocators", "report", "preset")
+LIGHT_COMMANDS = (
+    "models", "datasets", "train", "scorers", "allocators", "stability", "report", "preset",
+)  # fmt: skip
 
 
 def run_blocked(argv: list[str]) -> subprocess.CompletedProcess:

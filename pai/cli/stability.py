@@ -13,9 +13,6 @@ import time
 
 from pai.cli.common import add_model_and_dataset, comma_list, compression, positive_int
 from pai.cli.train import add_training_arguments, checkpoint_policy, training_config
-from pai.core.devices import resolve_device
-from pai.experiments.stability import StabilityConfig, run_stability
-from pai.report.provenance import write_provenance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pai.core.devices import resolve_device
+    from pai.experiments.stability import StabilityConfig, run_stability
+    from pai.report.provenance import write_provenance
+
     started = time.perf_counter()
     config = StabilityConfig(
         model=args.model,
