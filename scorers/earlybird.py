@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from pai.core.errors import PaiError, unknown_name
-from pai.pruning.masks import Masks, Scope, keep_topk, kept_count, prunable_parameters
+from pai.pruning.allocators import keep_allocated
+from pai.pruning.masks import Masks, Scope, kept_count, prunable_parameters
 from pai.pruning.registry import Scorer, ScoringContext
 from pai.search.protocol import SearchContext, SearchRequest, TicketSearch
 from pai.search.ticket import SearchCost, Ticket
@@ -99,7 +100,7 @@ def should_stop(
 def magnitude_mask(model: nn.Module, compression: float, scope: Scope = "global") -> Masks:
     """Keep the largest |w| of the prunable weights: exactly `kept_count(total, compression)`."""
     scores = {name: p.detach().abs() for name, p in prunable_parameters(model).items()}
-    return keep_topk(scores, compression, scope)
+    return keep_allocated(scores, compression, scope)
 
 
 def bn_channel_pairs(model: nn.Module) -> list[tuple[str, str]]:

@@ -17,13 +17,13 @@ from pai.cli.common import (
     compression_list,
     positive_int,
     pruning_rate,
+    scope,
 )
 from pai.cli.train import add_training_arguments, checkpoint_policy, training_config
 from pai.core.devices import resolve_device
 from pai.experiments.executors import RunsFailed
 from pai.experiments.imp_sweep import run_imp_seeds
 from pai.pruning.criteria import DEFAULT_CRITERION, available_criteria, criterion_entries
-from pai.pruning.masks import SCOPES
 from pai.report.provenance import write_provenance
 from pai.search.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig
 
@@ -58,9 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--scope",
-        choices=SCOPES,
+        type=scope,
         default="global",
-        help="rank weights across layers or within each",
+        help="density allocator: global (ranked together), layerwise, er, erk, smart-ratio, "
+        "from-masks:FILE, or a plugin (see `pai allocators`)",
     )
     parser.add_argument(
         "--rewind",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pai.core.errors import PaiError, unknown_name
+from pai.core.errors import PaiError
 from pai.pruning.criteria import Criterion, LargeFinal
 from pai.pruning.masks import SCOPES, Masks, keep_topk, kept_count
 
@@ -34,7 +34,14 @@ def check_schedule(
     if not 0 < rate < 1:
         raise PaiError(f"pruning rate must be between 0 and 1 (exclusive), got {rate!r}")
     if scope not in SCOPES:
-        raise unknown_name("scope", scope, SCOPES)
+        from pai.pruning.allocators import resolve_allocator
+
+        resolve_allocator(scope)  # PaiError naming the scopes for an unknown one
+        if output_half_rate:
+            raise PaiError(
+                f"scope {scope!r} sets every layer's count itself; it cannot be combined with "
+                "a half-rate output layer"
+            )
     for target in targets:
         if not math.isfinite(target) or target < 1:
             raise PaiError(f"target compression must be a finite number >= 1, got {target!r}")
@@ -86,6 +93,7 @@ def pruning_plan(
     targets: Sequence[float] = (),
     output_half_rate: bool = False,
     min_kept: int = 1,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> PruningPlan:
     """The kept count of every group at every level, for prunable tensors of the given sizes.
 
@@ -101,11 +109,20 @@ def pruning_plan(
     target beyond the last geometric level is reached in one step from it. A level never keeps
     more than the one before (a pruned weight cannot return), and a level keeping what the one
     before kept is dropped, which happens only in tiny networks or at `min_kept`.
+
+    Any other scope is a density allocator (`pai.pruning.allocators`, given the tensors'
+    `shapes`): each tensor is its own group, and a level at total compression c (the geometric
+    level's N / floor(N (1 - r)^L + 1/2), or a target) keeps the allocator's counts at c, capped
+    at the level before.
     """
     names = list(sizes)
     if not names or any(size < 1 for size in sizes.values()):
         raise PaiError(f"a pruning plan needs tensors with at least one weight, got {dict(sizes)}")
     check_schedule(levels, rate, scope, targets, output_half_rate)
+    if scope not in SCOPES:
+        return _allocated_plan(
+            sizes, shapes, levels=levels, rate=rate, scope=scope, targets=targets
+        )
     output = names[-1] if output_half_rate else None
     body = [n for n in names if n != output]
     group_rates: list[tuple[tuple[str, ...], float]] = []
@@ -139,6 +156,38 @@ def pruning_plan(
         if counts != kept[-1]:
             kept.append(counts)
     return PruningPlan(dict(sizes), groups, tuple(kept))
+
+
+def _allocated_plan(
+    sizes: Mapping[str, int],
+    shapes: Mapping[str, tuple[int, ...]] | None,
+    *,
+    levels: int,
+    rate: float,
+    scope: str,
+    targets: Sequence[float],
+) -> PruningPlan:
+    """`pruning_plan` under a density allocator: one group per tensor, counts from the scope."""
+    from pai.pruning.allocators import layer_counts
+
+    if shapes is None or list(shapes) != list(sizes):
+        raise PaiError(f"scope {scope!r} needs the shapes of the pruned tensors")
+    total = sum(sizes.values())
+    points = [
+        ((1 - rate) ** level, 0, total / max(1, _round_half_up(total * (1 - rate) ** level)))
+        for level in range(1, levels + 1)
+    ]
+    points += [(1 / target, 1, float(target)) for target in sorted(set(targets))]
+    points.sort(key=lambda point: (-point[0], point[1]))
+    if targets:
+        points = [p for p in points if p[0] >= 1 / max(targets)]
+    kept = [tuple(sizes.values())]
+    for _, _, compression in points:
+        available = dict(zip(sizes, kept[-1], strict=True))
+        counts = tuple(layer_counts(scope, dict(shapes), compression, available).values())
+        if counts != kept[-1]:
+            kept.append(counts)
+    return PruningPlan(dict(sizes), tuple((name,) for name in sizes), tuple(kept))
 
 
 def imp_schedule(

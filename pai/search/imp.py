@@ -358,7 +358,8 @@ class ImpRun:
         self.device = data.train.x.device
         self.model = build_model(config.model, config.dataset, seed=config.model_seed)
         self.model.to(self.device)
-        sizes = {name: p.numel() for name, p in prunable_parameters(self.model).items()}
+        prunable = prunable_parameters(self.model)
+        sizes = {name: p.numel() for name, p in prunable.items()}
         self.plan = pruning_plan(
             sizes,
             levels=config.levels,
@@ -366,6 +367,7 @@ class ImpRun:
             scope=config.scope,
             targets=config.targets,
             output_half_rate=config.output_half_rate,
+            shapes={name: tuple(p.shape) for name, p in prunable.items()},
         )
         reachable = len(self.plan) - 1
         if not config.targets and reachable < config.levels:

@@ -65,7 +65,9 @@ class CompareConfig:
             refuse_repeats(name, getattr(self, name))
         object.__setattr__(self, "sanity", tuple(check_variant(v) for v in self.sanity))
         if self.scope not in SCOPES:
-            raise unknown_name("scope", self.scope, SCOPES)
+            from pai.pruning.allocators import resolve_allocator
+
+            resolve_allocator(self.scope)  # PaiError naming the scopes for an unknown one
         if self.per_class < 1:
             raise PaiError(f"per_class must be >= 1, got {self.per_class!r}")
         if self.train_per_class is not None and self.train_per_class < 1:

@@ -9,6 +9,7 @@ from typing import Any
 from pai.core import seeds
 from pai.core.store import Run
 from pai.experiments.compare.config import CompareConfig, RunSpec
+from pai.pruning.masks import SCOPES
 from pai.report.schema import DENSE, ORIGINAL
 from pai.search.protocol import TicketSearch
 
@@ -26,6 +27,16 @@ def searches_of(config: CompareConfig) -> dict[str, tuple[TicketSearch, Any]]:
     return found
 
 
+def scope_identity(scope: str) -> str:
+    """What a run records of its scope: the name, or an allocator's identity (`from-masks`
+    records a digest of the file's layer counts, not its path)."""
+    if scope in SCOPES:
+        return scope
+    from pai.pruning.allocators import resolve_allocator
+
+    return resolve_allocator(scope).identity
+
+
 def plan_runs(config: CompareConfig) -> list[RunSpec]:
     """Every run of the comparison, in the order they are trained: per seed, the dense run, then
     each method at each compression, the original ticket before its sanity checks.
@@ -34,6 +45,7 @@ def plan_runs(config: CompareConfig) -> list[RunSpec]:
     others (methods that train to find their mask) it is skipped with one log line.
     """
     searches = searches_of(config)
+    scope = scope_identity(config.scope)
     specs = []
     skipped = set()
     for seed in config.seeds:
@@ -57,7 +69,7 @@ def plan_runs(config: CompareConfig) -> list[RunSpec]:
                             method,
                             variant,
                             float(compression),
-                            scope=config.scope,
+                            scope=scope,
                             per_class=identity.per_class,
                             options=identity.options,
                             **common,
