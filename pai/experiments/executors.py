@@ -311,14 +311,16 @@ def _run_on_cluster(
             )
             futures[task.key] = future
             by_future[future.key] = task
+        # results arrive as they complete, fetched concurrently and handed over in batches
+        completed = distributed.as_completed(
+            list(futures.values()), with_results=True, raise_errors=False
+        )
         try:
-            for future in distributed.as_completed(list(futures.values())):
-                task = by_future[future.key]
-                try:
-                    result = future.result()
-                except Exception as error:  # the worker died too often (KilledWorker), ...
-                    result = _Failed(first_line(error))
-                finished(task, result)
+            for batch in completed.batches():
+                for future, result in batch:
+                    if isinstance(result, BaseException):  # the worker died too often, ...
+                        result = _Failed(first_line(result))
+                    finished(by_future[future.key], result)
         except BaseException:  # Ctrl-C (or the client failing): drop what is queued
             client.cancel(list(futures.values()))
             raise
