@@ -13,7 +13,7 @@ import pai
 from pai.cli import main
 from pai.core.errors import PaiError
 from pai.data.loading import class_balanced_subset
-from pai.pruning.driver import prune, round_compressions
+from pai.pruning.driver import check_scores, prune, round_compressions
 from pai.pruning.masks import Masks, kept_count
 from pai.pruning.registry import Scorer
 from pai.testing import ModelState
@@ -197,6 +197,20 @@ def test_scores_of_the_wrong_shape_or_not_finite_are_errors():
         prune(bn_net(), Broken(math.inf), 10)
     with pytest.raises(PaiError, match="non-finite"):
         prune(bn_net(), Broken(math.nan), 10)
+
+
+def test_check_scores_reads_every_live_score_and_no_dead_one():
+    """One non-finite live score is found however the others sum; dead weights may hold any."""
+    scorer = Scorer()
+    scorer.name = "check"
+    masks = Masks({"a": torch.tensor([True, True, False]), "b": torch.ones(2, dtype=torch.bool)})
+    huge = torch.tensor([1e308, 1e308], dtype=torch.float64)  # sums to inf, every score finite
+    check_scores({"a": torch.tensor([1.0, 2.0, math.nan]), "b": huge}, masks, scorer)
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(PaiError, match="non-finite.*'a'"):
+            check_scores({"a": torch.tensor([1.0, bad, 0.0]), "b": huge}, masks, scorer)
+    with pytest.raises(PaiError, match="non-finite.*'b'"):
+        check_scores({"a": torch.zeros(3), "b": torch.tensor([math.inf, -math.inf])}, masks, scorer)
 
 
 def _check_deep_synflow(masks: Masks, compression: float) -> None:

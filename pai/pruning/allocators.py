@@ -24,7 +24,14 @@ from typing import Any
 from torch import Tensor
 
 from pai.core.errors import PaiError, unknown_name
-from pai.pruning.masks import Masks, keep_counts, keep_topk, kept_count, layerwise_counts
+from pai.pruning.masks import (
+    Masks,
+    as_masks,
+    keep_counts,
+    keep_topk,
+    kept_count,
+    layerwise_counts,
+)
 from pai.pruning.registry import PluginEntry, PluginRegistry
 
 ENTRY_POINT_GROUP = "pai.allocators"
@@ -423,5 +430,7 @@ def keep_allocated(
     if allocator.joint:
         return keep_topk(scores, compression, "global", live)
     shapes = {name: tuple(score.shape) for name, score in scores.items()}
-    available = None if live is None else {name: int(live[name].sum()) for name in scores}
+    live = None if live is None else as_masks(live, "live masks")
+    kept = None if live is None else live.layer_kept()  # counted once, reused by keep_counts
+    available = None if kept is None else {name: kept[name] for name in scores}
     return keep_counts(scores, layer_counts(allocator, shapes, compression, available), live)

@@ -81,11 +81,12 @@ def _check_target(masks: Masks, compression: float, scope: str | Allocator) -> N
             f"layerwise compression {compression:g} is not allowed: the smallest layer has "
             f"{smallest} weights; allowed: 1 to {smallest}"
         )
+    kept = masks.layer_kept()
     for name, mask in masks.items():
         target = kept_count(mask.numel(), compression)
-        if int(mask.sum()) < target:
+        if kept[name] < target:
             raise PaiError(
-                f"the starting mask of {name!r} keeps {int(mask.sum())} weights, fewer than the "
+                f"the starting mask of {name!r} keeps {kept[name]} weights, fewer than the "
                 f"{target} that layerwise compression {compression:g} keeps"
             )
 
@@ -127,7 +128,9 @@ def check_scores(scores: dict[str, Tensor], masks: Masks, scorer: Scorer) -> Non
                 f"{who} returned scores of shape {tuple(score.shape)} for {name!r}, whose shape "
                 f"is {tuple(mask.shape)}"
             )
-        if (mask & ~torch.isfinite(score.to(mask.device))).any():
+        # A finite sum has no NaN or infinite term: only otherwise are the live scores read.
+        finite = torch.isfinite(score.detach().sum())
+        if not finite and (mask & ~torch.isfinite(score.to(mask.device))).any():
             raise PaiError(f"{who} gave non-finite scores (NaN, inf) to {name!r}")
 
 

@@ -7,8 +7,9 @@ pruned) and density = 1 / compression, as in Blalock et al. (2020).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -53,24 +54,43 @@ def kept_count(total: int, compression: float) -> int:
     return max(1, math.floor(total / compression + 0.5))
 
 
+def _version(tensor: Tensor) -> int | None:
+    """The tensor's in-place version counter (None for an inference tensor, which has none).
+
+    Every in-place write through the tensor or a view of it increments the counter.
+    """
+    return None if tensor.is_inference() else tensor._version
+
+
 class Masks(Mapping[str, Tensor]):
-    """An immutable mapping from parameter name to a bool keep-mask of the parameter's shape."""
+    """An immutable mapping from parameter name to a bool keep-mask of the parameter's shape.
+
+    Kept counts are counted once per layer and remembered with the mask tensor's version
+    counter, so a mask changed in place anyway (through the tensor or a view of it) is counted
+    again rather than reported stale.
+    """
 
     def __init__(self, masks: Mapping[str, Tensor]):
         for name, mask in masks.items():
             if mask.dtype != torch.bool:
                 raise PaiError(f"mask {name!r} has dtype {mask.dtype}; masks must be torch.bool")
         self._masks = dict(masks)
+        self._counts: dict[str, tuple[int, int]] = {}  # name -> (version counted at, kept)
+
+    def _remember(self, kept: Mapping[str, int]) -> Masks:
+        """Record kept counts known without counting (the masks were just made with them)."""
+        for name, count in kept.items():
+            version = _version(self._masks[name])
+            if version is not None:
+                self._counts[name] = (version, count)
+        return self
 
     @classmethod
     def dense(cls, model: nn.Module, exclude: tuple[str, ...] = ()) -> Masks:
         """Every prunable weight kept."""
-        return cls(
-            {
-                name: torch.ones_like(p, dtype=torch.bool)
-                for name, p in prunable_parameters(model, exclude).items()
-            }
-        )
+        params = prunable_parameters(model, exclude)
+        masks = {name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()}
+        return cls(masks)._remember({name: p.numel() for name, p in params.items()})
 
     def __getitem__(self, name: str) -> Tensor:
         return self._masks[name]
@@ -99,7 +119,7 @@ class Masks(Mapping[str, Tensor]):
     @property
     def kept(self) -> int:
         """Number of weights kept."""
-        return sum(int(m.sum()) for m in self._masks.values())
+        return sum(self.layer_kept().values())
 
     @property
     def density(self) -> float:
@@ -113,16 +133,27 @@ class Masks(Mapping[str, Tensor]):
         return self.total / kept if kept else math.inf
 
     def layer_kept(self) -> dict[str, int]:
-        """Kept weights per layer."""
-        return {name: int(m.sum()) for name, m in self._masks.items()}
+        """Kept weights per layer (each layer counted once while its mask is unchanged)."""
+        kept = {}
+        for name, mask in self._masks.items():
+            version, known = _version(mask), self._counts.get(name)
+            if known is not None and known[0] == version:
+                kept[name] = known[1]
+                continue
+            kept[name] = int(mask.count_nonzero())
+            if version is not None:
+                self._counts[name] = (version, kept[name])
+        return kept
 
     def layer_density(self) -> dict[str, float]:
         """Kept / total weights per layer."""
-        return {name: int(m.sum()) / m.numel() for name, m in self._masks.items()}
+        kept = self.layer_kept()
+        return {name: kept[name] / m.numel() for name, m in self._masks.items()}
 
     def to(self, device: torch.device | str) -> Masks:
-        """The same masks on another device."""
-        return Masks({name: m.to(device) for name, m in self._masks.items()})
+        """The same masks on another device (their counts known without counting again)."""
+        kept = self.layer_kept()
+        return Masks({name: m.to(device) for name, m in self._masks.items()})._remember(kept)
 
     def check_model(self, model: nn.Module) -> None:
         """Raise unless every mask names a parameter of `model` with the mask's shape."""
@@ -138,11 +169,13 @@ class Masks(Mapping[str, Tensor]):
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
-        """Zero the pruned weights of `model` in place."""
+        """Zero the pruned weights of `model` in place (a fully kept layer is left as it is)."""
         params = dict(model.named_parameters())
+        kept = self.layer_kept()
         for name, mask in self._masks.items():
             p = params[name]
-            p.mul_(mask.to(device=p.device, dtype=p.dtype))
+            if kept[name] < mask.numel():
+                p.mul_(mask.to(p.device))  # the bool factor is read as 0 or 1 of p's dtype
 
     def save(self, path: str | Path) -> None:
         """Write a plain {name: bool tensor} dict with `torch.save`, atomically."""
@@ -217,14 +250,13 @@ def keep_topk(
     """
     if scope not in SCOPES:
         raise PaiError(f"unknown scope {scope!r}; choose one of: {', '.join(SCOPES)}")
-    names = list(scores)
-    live = live or {n: torch.ones_like(scores[n], dtype=torch.bool) for n in names}
-    _check_comparable(scores, live)
+    live = _live_masks(scores, live)
     if scope == "global":
-        total = sum(scores[n].numel() for n in names)
-        return _keep_count_jointly(scores, live, kept_count(total, compression))
-    counts = layerwise_counts({n: scores[n].numel() for n in names}, compression)
-    return keep_counts(scores, counts, live)
+        total = sum(score.numel() for score in scores.values())
+        kept, counts = _keep_count_jointly(scores, live, kept_count(total, compression))
+        return Masks(kept)._remember(counts)
+    counts = layerwise_counts({n: score.numel() for n, score in scores.items()}, compression)
+    return _keep_each(scores, counts, live)
 
 
 def layerwise_counts(sizes: Mapping[str, int], compression: float) -> dict[str, int]:
@@ -251,49 +283,156 @@ def keep_counts(
     A layer with fewer live weights than its count keeps all of them. Ties break by the lower
     flat index, as in `keep_topk`.
     """
-    live = live or {n: torch.ones_like(scores[n], dtype=torch.bool) for n in scores}
-    _check_comparable(scores, live)
-    return Masks(
-        {n: _keep_count_jointly({n: scores[n]}, {n: live[n]}, counts[n])[n] for n in scores}
-    )
+    return _keep_each(scores, counts, _live_masks(scores, live))
 
 
-def _check_comparable(scores: Mapping[str, Tensor], live: Mapping[str, Tensor]) -> None:
-    """PaiError if a live weight's score is NaN (NaN has no place in a ranking)."""
+def _live_masks(scores: Mapping[str, Tensor], live: Mapping[str, Tensor] | None) -> Masks | None:
+    """`live` as `Masks` (whose kept counts are counted once), None when every weight is live."""
+    if not live:
+        return None
+    return live if isinstance(live, Masks) else Masks({name: live[name] for name in scores})
+
+
+def _keep_each(
+    scores: Mapping[str, Tensor], counts: Mapping[str, int], live: Masks | None
+) -> Masks:
+    """`counts[n]` of the live weights of every layer n, each layer ranked alone."""
+    kept, known = {}, {}
     for name in scores:
-        if torch.isnan(scores[name][live[name]]).any():
-            raise PaiError(f"scores of {name!r} contain NaN; scores must be comparable numbers")
+        layer, count = _keep_count_jointly({name: scores[name]}, live, counts[name])
+        kept.update(layer)
+        known.update(count)
+    return Masks(kept)._remember(known)
 
 
-def _keep_count_jointly(scores: Mapping[str, Tensor], live: Mapping[str, Tensor], k: int) -> Masks:
-    """Keep exactly min(k, live weights) of the live weights, best first, ties by position."""
+def _refuse_nan(name: str, values: Tensor) -> None:
+    """PaiError if a live weight's score is NaN (NaN has no place in a ranking)."""
+    if values.is_floating_point() and bool(torch.isnan(values).any()):
+        raise PaiError(f"scores of {name!r} contain NaN; scores must be comparable numbers")
+
+
+def _ranking_dtype(scores: Iterable[Tensor]) -> torch.dtype:
+    """A dtype that holds every score exactly, so the ranking is that of the scores themselves:
+    the floating scores' common type (promotion between floating types is exact), else float64."""
+    dtypes = [score.dtype for score in scores]
+    if all(dtype.is_floating_point for dtype in dtypes):
+        return functools.reduce(torch.promote_types, dtypes)
+    return torch.float64
+
+
+def _keep_count_jointly(
+    scores: Mapping[str, Tensor], live: Masks | None, k: int
+) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """Keep exactly min(k, live weights) of the live weights, best first, ties by position.
+
+    The same selection as a stable descending sort of the live scores (in `scores` order, each
+    layer flattened) cut at k, in linear time: every live weight scoring at least the k-th
+    largest live score t is kept, and when more than k do, the surplus ties at t are dropped
+    from the last positions. NaN among the live scores is an error. The masks are views of
+    one flat bool tensor, laid out as the scores are concatenated. Returns the masks and their
+    kept counts.
+    """
     names = list(scores)
     device = scores[names[0]].device
-    flat_scores = torch.cat(
-        [scores[n].detach().reshape(-1).to(device, torch.float64) for n in names]
-    )
-    flat_live = torch.cat([live[n].reshape(-1).to(device) for n in names])
-    live_index = flat_live.nonzero().squeeze(1)
-    keep = torch.zeros_like(flat_live)
-    keep[live_index[_top_positions(flat_scores[live_index], k)]] = True
-    out, start = {}, 0
+    dtype = _ranking_dtype(scores.values())
+    flat = {n: scores[n].detach().reshape(-1).to(device, dtype) for n in names}
+    alive = None if live is None else {n: live[n].reshape(-1).to(device) for n in names}
+    sizes = {n: flat[n].numel() for n in names}
+    available = sizes if live is None else {n: live.layer_kept()[n] for n in names}
+    partial = {n for n in names if available[n] < sizes[n]}
+    keep = torch.empty(sum(sizes.values()), dtype=torch.bool, device=device)
+    views, start = {}, 0
     for n in names:
-        size = scores[n].numel()
-        out[n] = keep[start : start + size].reshape(scores[n].shape)
-        start += size
-    return Masks(out)
+        views[n], start = keep[start : start + sizes[n]], start + sizes[n]
+    if k >= sum(available.values()) or k <= 0:  # nothing to rank, but every live score is read
+        for n in names:
+            _refuse_nan(n, flat[n][alive[n]] if n in partial else flat[n])
+            if k <= 0:
+                views[n].fill_(False)
+            elif n in partial:
+                views[n].copy_(alive[n])
+            else:
+                views[n].fill_(True)
+        return _shaped(views, scores), {n: available[n] if k > 0 else 0 for n in names}
+    candidates = _candidates(flat, alive, partial, k, sum(available.values()))
+    ranked = [values for _, values in candidates.values()]
+    ranked = ranked[0] if len(ranked) == 1 else torch.cat(ranked)
+    threshold = torch.kthvalue(ranked, ranked.numel() - k + 1).values  # the k-th largest
+    tallies = []
+    for n, (positions, values) in candidates.items():
+        if positions is None:  # every position is a candidate
+            torch.ge(values, threshold, out=views[n])
+            tallies.append(views[n].count_nonzero())
+        else:
+            above = values >= threshold
+            views[n].fill_(False)
+            views[n][positions[above]] = True
+            tallies.append(above.count_nonzero())
+    counts = dict(zip(names, torch.stack(tallies).tolist(), strict=True))  # one device sync
+    surplus = sum(counts.values()) - k
+    for n in reversed(names):
+        if surplus == 0:
+            break
+        positions, values = candidates[n]
+        ties = (values == threshold).nonzero().squeeze(1)
+        ties = ties if positions is None else positions[ties]
+        dropped = ties[max(ties.numel() - surplus, 0) :]
+        views[n][dropped] = False
+        counts[n] -= dropped.numel()
+        surplus -= dropped.numel()
+    return _shaped(views, scores), counts
 
 
-def _top_positions(values: Tensor, k: int) -> Tensor:
-    """Positions of the k largest values, ties broken by lower position.
+_SAMPLE = 1 << 16  # scores sampled to bracket the k-th largest; with under 4x as many, rank all
 
-    The same selection as a stable descending sort cut at k, in linear time: everything above
-    the k-th largest value is kept, and the remaining places go to the first positions equal
-    to it.
+
+def _candidates(
+    flat: Mapping[str, Tensor],
+    alive: Mapping[str, Tensor] | None,
+    partial: set[str],
+    k: int,
+    available: int,
+) -> dict[str, tuple[Tensor | None, Tensor]]:
+    """Per layer, (flat positions, scores) of live weights among which the k largest of the
+    `available` live scores lie (positions None: every position, in order); PaiError for NaN.
+
+    A strided sample of the live scores gives a bound that, with a margin of five standard
+    deviations of the sample's count, at least k live scores reach; only those are candidates.
+    The k largest scores all reach a bound that k scores reach, so nothing is lost; when fewer
+    than k reach it (scores arranged against the sample), every live weight is a candidate.
+    NaN compares false, so `not below the bound` keeps NaN among the candidates to be found.
     """
-    if k >= values.numel():
-        return torch.arange(values.numel(), device=values.device)
-    threshold = torch.topk(values, k, sorted=False).values.min()
-    above = (values > threshold).nonzero().squeeze(1)
-    ties = (values == threshold).nonzero().squeeze(1)
-    return torch.cat([above, ties[: k - above.numel()]])
+
+    def chosen(name: str, bound: Tensor | None) -> tuple[Tensor | None, Tensor]:
+        where = alive[name] if name in partial else None
+        if bound is not None:
+            reached = torch.lt(flat[name], bound).logical_not_()
+            where = reached if where is None else reached.logical_and_(where)
+        if where is None:
+            positions, values = None, flat[name]
+        else:
+            positions = where.nonzero().squeeze(1)
+            values = flat[name][positions]
+        _refuse_nan(name, values)
+        return positions, values
+
+    if available > 4 * _SAMPLE:
+        stride = max(1, sum(f.numel() for f in flat.values()) // _SAMPLE)
+        parts = [
+            flat[n][::stride][alive[n][::stride]] if n in partial else flat[n][::stride]
+            for n in flat
+        ]
+        sample = parts[0] if len(parts) == 1 else torch.cat(parts)
+        expected = k * sample.numel() / available
+        rank = math.ceil(expected + 5 * math.sqrt(expected) + 5)
+        if rank < sample.numel():
+            bound = torch.kthvalue(sample, sample.numel() - rank + 1).values
+            found = {n: chosen(n, bound) for n in flat}
+            if sum(values.numel() for _, values in found.values()) >= k:
+                return found
+    return {n: chosen(n, None) for n in flat}
+
+
+def _shaped(flat: Mapping[str, Tensor], like: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Each flat tensor in the shape of its namesake in `like`."""
+    return {name: tensor.reshape(like[name].shape) for name, tensor in flat.items()}
