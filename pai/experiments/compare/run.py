@@ -146,10 +146,18 @@ def _train_on_cluster(
 
 
 def _check_parallel(config: CompareConfig, jobs: int, scheduler: str | None = None) -> None:
+    """PaiError for an engine that cannot run `config`: bad jobs, jobs with a scheduler, an
+    unreachable scheduler, or a scorer registered in this process only."""
     from pai.pruning.registry import IN_PROCESS, scorer_entries
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise PaiError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    if scheduler is not None:
+        from pai.experiments.executors import check_scheduler
+
+        if jobs != 1:
+            raise PaiError(f"jobs={jobs} and scheduler={scheduler!r}: choose one of the two")
+        check_scheduler(scheduler)
     if jobs == 1 and scheduler is None:
         return
     where = f"jobs={jobs}" if scheduler is None else f"scheduler {scheduler!r}"
@@ -187,6 +195,41 @@ def check_runnable(config: CompareConfig, data_root: str | Path | None, device=N
     )
 
 
+def _train_in_workers(
+    config: CompareConfig,
+    pending: list[RunSpec],
+    store: Path,
+    data_root: str | Path | None,
+    device: str | None,
+    jobs: int,
+    checkpoint: CheckpointPolicy | None,
+) -> None:
+    """`pending` trained by up to `jobs` joblib worker processes, one seed's runs per worker."""
+    from joblib import Parallel, delayed
+
+    by_seed: dict[int, list[RunSpec]] = {}
+    for spec in pending:
+        by_seed.setdefault(spec.seed, []).append(spec)
+    workers = min(jobs, len(by_seed))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    Parallel(n_jobs=workers, prefer="processes")(
+        delayed(_train_in_worker)(config, runs, store, data_root, device, threads, checkpoint)
+        for runs in by_seed.values()
+    )
+
+
+def _write_summary_and_figure(config: CompareConfig, table: pd.DataFrame, out: Path) -> None:
+    """`summary.csv`, `summary.md` and the accuracy figure of the runs in `table`, if any."""
+    from pai.report.plots import plot_accuracy_vs_compression
+    from pai.report.tables import write_summary
+
+    if table.empty:
+        return
+    write_summary(table, out)
+    title = f"{config.model} on {config.dataset}, {config.train.budget} per ticket"
+    plot_accuracy_vs_compression(table, out / "accuracy_vs_compression.png", title=title)
+
+
 def run_comparison(
     config: CompareConfig,
     out: str | Path,
@@ -220,18 +263,10 @@ def run_comparison(
     `checkpoint` is how every run checkpoints as it trains (None: never).
     """
     from pai.core.devices import resolve_device
-    from pai.report.plots import plot_accuracy_vs_compression
-    from pai.report.tables import write_summary
 
     out = Path(out)
     store = Path(store) if store is not None else out / "runs"
     _check_parallel(config, jobs, scheduler)
-    if scheduler is not None:
-        from pai.experiments.executors import check_scheduler
-
-        if jobs != 1:
-            raise PaiError(f"jobs={jobs} and scheduler={scheduler!r}: choose one of the two")
-        check_scheduler(scheduler)
     specs = plan_runs(config)
     pending = [spec for spec in specs if not run_for(spec, store).verified(COMPARE_CONTENTS)]
     data = None
@@ -268,25 +303,10 @@ def run_comparison(
                 checkpoint=checkpoint,
             )
         elif pending:
-            from joblib import Parallel, delayed
-
-            by_seed: dict[int, list[RunSpec]] = {}
-            for spec in pending:
-                by_seed.setdefault(spec.seed, []).append(spec)
-            workers = min(jobs, len(by_seed))
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            Parallel(n_jobs=workers, prefer="processes")(
-                delayed(_train_in_worker)(
-                    config, runs, store, data_root, device_name, threads, checkpoint
-                )
-                for runs in by_seed.values()
-            )
+            _train_in_workers(config, pending, store, data_root, device_name, jobs, checkpoint)
     finally:
         table = write_runs_csv(specs, store, out)
-    if not table.empty:
-        write_summary(table, out)
-        title = f"{config.model} on {config.dataset}, {config.train.budget} per ticket"
-        plot_accuracy_vs_compression(table, out / "accuracy_vs_compression.png", title=title)
+    _write_summary_and_figure(config, table, out)
     if failures:
         from pai.experiments.executors import RunsFailed
 
