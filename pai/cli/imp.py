@@ -47,6 +47,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_and_dataset(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="run store directory")
+    _add_schedule_flags(parser)
+    _add_reset_flags(parser)
+    parser.add_argument(
+        "--controls",
+        type=comma_list(CONTROLS),
+        default=[],
+        metavar="NAMES",
+        help="also train, at every level, the same mask re-initialized (reinit) and a random "
+        "mask with the same layer densities (shuffle)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="IMP runs for seeds --seed, --seed + 1, ... (default 1), each its own run",
+    )
+    add_scheduler(parser)
+    add_training_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
+    """How many weights each level keeps: levels, rate, scope, exact targets, output rate."""
     parser.add_argument(
         "--levels", type=_whole_number, default=20, help="pruning levels after the dense one"
     )
@@ -63,6 +86,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="density allocator: global (ranked together), layerwise, er, erk, smart-ratio, "
         "from-masks:FILE, or a plugin (see `pai allocators`)",
     )
+    parser.add_argument(
+        "--output-half-rate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="prune the output layer at half the rate (as in the LTH paper)",
+    )
+    parser.add_argument(
+        "--targets",
+        type=compression_list,
+        default=[],
+        metavar="C1,C2",
+        help="compressions to reach exactly, e.g. 10,100 (a level is added for each)",
+    )
+
+
+def _add_reset_flags(parser: argparse.ArgumentParser) -> None:
+    """What survivors are reset to between levels, and by which criterion a level prunes."""
     parser.add_argument(
         "--rewind",
         default="0",
@@ -85,19 +125,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finetune: keep weights, train at the schedule's final lr",
     )
     parser.add_argument(
-        "--output-half-rate",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="prune the output layer at half the rate (as in the LTH paper)",
-    )
-    parser.add_argument(
-        "--targets",
-        type=compression_list,
-        default=[],
-        metavar="C1,C2",
-        help="compressions to reach exactly, e.g. 10,100 (a level is added for each)",
-    )
-    parser.add_argument(
         "--criterion",
         choices=available_criteria(),
         default=DEFAULT_CRITERION,
@@ -110,23 +137,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             if entry.plugin is not None
         ),
     )
-    parser.add_argument(
-        "--controls",
-        type=comma_list(CONTROLS),
-        default=[],
-        metavar="NAMES",
-        help="also train, at every level, the same mask re-initialized (reinit) and a random "
-        "mask with the same layer densities (shuffle)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=positive_int,
-        default=1,
-        help="IMP runs for seeds --seed, --seed + 1, ... (default 1), each its own run",
-    )
-    add_scheduler(parser)
-    add_training_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
