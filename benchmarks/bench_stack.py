@@ -1,0 +1,297 @@
+"""Stacked training throughput: K runs in one loop against the same K runs one after the other.
+
+For each configuration of a preset (model, dataset, batch size, steps per run) and each stack
+size K, in this process: K runs trained one after the other by `pai.train`, then the same K
+runs (same seeds, same initial weights) by `pai.train_many(..., stack_size=K)`. The report is
+the aggregate rate, K * steps * batch / seconds, of each (the seconds of the whole calls, set-up
+included, evaluations excluded: every run evaluates once, on 100 test examples), their ratio,
+and the rate of the open_lth-style loop of `bench_train.py` (a torchvision dataset behind a
+DataLoader, one run) as the outside baseline. With `--candidates`, the seconds per step of the
+stacking candidate not taken, `torch.func.stack_module_state` + `vmap(functional_call)`,
+against pai's stacked module, on the same weights and batches. One report per configuration:
+`results/perf/stack-<model>-<dataset>-<device>.md`. Usage:
+
+    python benchmarks/bench_stack.py --data-root ../shared/data [--preset cpu] [--only lenet300]
+    python benchmarks/bench_stack.py --data-root ../shared/data --preset gpu --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from bench_train import dataloader_loop, synchronize
+from torch.func import functional_call, stack_module_state, vmap
+
+import pai
+from pai.core.atomic import atomic_write_text
+from pai.core.devices import resolve_device
+from pai.data.loading import Dataset, Split, resolve_data_root
+from pai.report.provenance import current_command, provenance_markdown
+from pai.training.stacked import stack_modules
+
+TEST_EXAMPLES = 100  # evaluation is excluded from the rates; a small split keeps it short
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration: `steps` per run, each stack size in `stacks`."""
+
+    model: str
+    dataset: str
+    batch_size: int
+    steps: int
+    stacks: tuple[int, ...]
+    note: str = ""
+
+
+PRESETS: dict[str, tuple[Setting, ...]] = {
+    # sized for a 2-core CPU: a few minutes in all
+    "cpu": (
+        Setting("lenet300", "mnist", 60, 50, (1, 4, 8, 16, 64)),
+        Setting(
+            "conv4",
+            "fashion-mnist",
+            60,
+            4,
+            (1, 4, 16),
+            "K = 64 is left out on a CPU: its two measurements would take longer than the rest "
+            "of the benchmark together, and the arithmetic, which stacking does not reduce, "
+            "bounds the rate from K = 4 on.",
+        ),
+        Setting(
+            "resnet20",
+            "fashion-mnist",
+            128,
+            4,
+            (1, 4, 16),
+            "K = 64 is left out on a CPU for the same reason as conv4's.",
+        ),
+    ),
+    # for one GPU: about 5 minutes in all
+    "gpu": (
+        Setting("lenet300", "mnist", 60, 500, (1, 4, 16, 64)),
+        Setting("conv4", "fashion-mnist", 60, 200, (1, 4, 16, 64)),
+        Setting("resnet20", "fashion-mnist", 128, 100, (1, 4, 16, 64)),
+    ),
+}
+
+
+def small_test(data: Dataset) -> Dataset:
+    test = data.test
+    cut = Split(test.x[:TEST_EXAMPLES], test.y[:TEST_EXAMPLES], test.num_classes, test.pad_value)
+    return Dataset(data.spec, data.root, data.train, cut)
+
+
+def config_for(setting: Setting) -> pai.TrainConfig:
+    return pai.TrainConfig(
+        budget=f"{setting.steps}it",
+        batch_size=setting.batch_size,
+        lr=0.05,
+        momentum=0.9,
+        lr_schedule="constant",
+        eval_every=f"{setting.steps}it",
+    )
+
+
+def one_after_another(setting: Setting, data: Dataset, runs: int, device) -> float:
+    """Seconds of `runs` runs trained by `pai.train` one after the other, evaluations excluded."""
+    config = config_for(setting)
+    models = [pai.build_model(setting.model, setting.dataset, seed=s) for s in range(runs)]
+    synchronize(device)
+    start = time.perf_counter()
+    evaluating = 0.0
+    for seed, model in enumerate(models):
+        result = pai.train(model, data, config.replace(seed=seed), device=device, progress=False)
+        evaluating += result.metrics["eval_seconds"]
+    synchronize(device)
+    return time.perf_counter() - start - evaluating
+
+
+def stacked(setting: Setting, data: Dataset, runs: int, device) -> float:
+    """Seconds of the same runs trained by `pai.train_many` in one stack, evaluations excluded."""
+    config = config_for(setting)
+    models = [pai.build_model(setting.model, setting.dataset, seed=s) for s in range(runs)]
+    synchronize(device)
+    start = time.perf_counter()
+    results = pai.train_many(
+        models, data, config, seeds=list(range(runs)), device=device, stack_size=runs,
+        progress=False,
+    )  # fmt: skip
+    synchronize(device)
+    return time.perf_counter() - start - results[0].metrics["eval_seconds"]
+
+
+def candidate_step_seconds(setting: Setting, runs: int, device, steps: int) -> dict[str, float]:
+    """Seconds per training step (forward, backward, SGD with momentum) of a stack of `runs`
+    built both ways, on one random batch per run."""
+    spec = pai.dataset_spec(setting.dataset)
+    models = [
+        pai.build_model(setting.model, setting.dataset, seed=s).to(device) for s in range(runs)
+    ]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(setting.batch_size, runs, *spec.input_shape, generator=generator).to(device)
+    y = torch.randint(0, spec.num_classes, (runs, setting.batch_size), generator=generator)
+    y = y.to(device)
+
+    module = stack_modules(models)
+    module_optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+
+    def module_step() -> None:
+        logits = module(x.flatten(1, 2))
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").sum()
+        module_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        module_optimizer.step()
+
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    forward = vmap(lambda p, b, xs: functional_call(base, (p, b), (xs,)))
+    vmap_optimizer = torch.optim.SGD(params.values(), lr=0.01, momentum=0.9)
+    x_by_run = x.transpose(0, 1).contiguous()
+
+    def vmap_step() -> None:
+        logits = forward(params, buffers, x_by_run)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").sum()
+        vmap_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        vmap_optimizer.step()
+
+    seconds = {}
+    for name, step in (("stacked_module", module_step), ("vmap_functional_call", vmap_step)):
+        step()  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        seconds[name] = (time.perf_counter() - start) / steps
+    return seconds
+
+
+def measure(setting: Setting, root: Path, device, args) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rates of every stack size at every thread count, and the candidates' step times."""
+    data = small_test(pai.load_dataset(setting.dataset, root=root, device=device))
+    spec = pai.dataset_spec(setting.dataset)
+    rows, candidate_rows = [], []
+    default_threads = torch.get_num_threads()
+    for threads in args.threads or [default_threads]:
+        torch.set_num_threads(threads)
+        one_after_another(setting, data, 1, device)  # warm-up: allocator, kernels
+        for runs in setting.stacks:
+            sequential = min(
+                one_after_another(setting, data, runs, device) for _ in range(args.repeats)
+            )
+            together = min(stacked(setting, data, runs, device) for _ in range(args.repeats))
+            samples = runs * setting.steps * setting.batch_size
+            rows.append(
+                {
+                    "threads": threads,
+                    "K": runs,
+                    "one_after_another_samples_per_s": round(samples / sequential, 1),
+                    "stacked_samples_per_s": round(samples / together, 1),
+                    "speedup": round(sequential / together, 2),
+                    "load_average": round(os.getloadavg()[0], 1),
+                }
+            )
+            print(setting.model, rows[-1], flush=True)
+        baseline = dataloader_loop(
+            setting.model,
+            spec,
+            root,
+            device,
+            max(setting.steps, 20),
+            setting.batch_size,
+            args.workers,
+        )
+        rows.append(
+            {
+                "threads": threads,
+                "K": "DataLoader",
+                "one_after_another_samples_per_s": round(baseline, 1),
+            }
+        )
+        for runs in (4, 16) if args.candidates else ():
+            if runs in setting.stacks:
+                seconds = candidate_step_seconds(setting, runs, device, max(3, setting.steps // 4))
+                candidate_rows.append(
+                    {"threads": threads, "K": runs, **{k: round(v, 5) for k, v in seconds.items()}}
+                )
+                print(setting.model, candidate_rows[-1], flush=True)
+    torch.set_num_threads(default_threads)
+    return pd.DataFrame(rows), pd.DataFrame(candidate_rows)
+
+
+def report(setting: Setting, device, table: pd.DataFrame, candidates: pd.DataFrame, wall) -> str:
+    lines = [
+        f"# Stacked training: {setting.model} on {setting.dataset} ({device.type})",
+        "",
+        f"Batch {setting.batch_size}, {setting.steps} steps per run, SGD with momentum, "
+        "constant learning rate. Aggregate samples per second of K runs trained one after "
+        "the other by `pai.train` and of the same K runs in one stack by `pai.train_many` "
+        "(same seeds and initial weights), in one process, evaluations excluded. The "
+        "DataLoader row is the open_lth-style loop of `bench_train.py` (one run), the outside "
+        "baseline. `load_average` is the machine's 1-minute load when the row was measured "
+        "(other processes share the CPU).",
+        "",
+        table.to_markdown(index=False),
+    ]
+    if len(candidates):
+        lines += [
+            "",
+            "Seconds per step (forward, backward, SGD step) of a stack built both ways: pai's "
+            "stacked module and `torch.func.stack_module_state` + `vmap(functional_call)`:",
+            "",
+            candidates.to_markdown(index=False),
+        ]
+    if setting.note:
+        lines += ["", setting.note]
+    lines += [
+        "",
+        provenance_markdown(current_command(), wall, device=device).replace(
+            "# Provenance", "## Provenance"
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="models of the preset to run")
+    parser.add_argument("--repeats", type=int, default=1, help="best of this many, per K")
+    parser.add_argument("--candidates", action="store_true", help="also time vmap stacking")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the baseline")
+    parser.add_argument("--threads", type=int, nargs="*", help="torch CPU thread counts to run")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "results" / "perf"))
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    preset = args.preset or ("gpu" if device.type == "cuda" else "cpu")
+    root = resolve_data_root(args.data_root)
+    for setting in PRESETS[preset]:
+        if args.only and setting.model not in args.only:
+            continue
+        start = time.perf_counter()
+        table, candidates = measure(setting, root, device, args)
+        wall = time.perf_counter() - start
+        name = f"stack-{setting.model}-{setting.dataset}-{device.type}"
+        print(f"{name}: {wall:.0f} s", flush=True)
+        out = Path(args.out)
+        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
+        text = report(setting, device, table, candidates, wall)
+        atomic_write_text(out / f"{name}.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
