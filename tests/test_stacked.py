@@ -265,6 +265,26 @@ def test_an_out_of_memory_error_halves_the_stack_once(mnist, monkeypatch, caplog
     assert sizes == [4, 2]  # halved once, then the error stands
 
 
+def test_a_stack_that_would_not_fit_is_split(mnist, monkeypatch, caplog):
+    """The memory limit (measured on CUDA; here set to 2) bounds the stack size asked for."""
+    monkeypatch.setattr(stacked, "_memory_limit", lambda *args: 2)
+    config = TrainConfig(budget="2it", batch_size=60, eval_every="2it", **SGD)
+    models = [build_model("lenet300", "mnist", seed=s) for s in range(3)]
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="pai.training.stacked"):
+        results = train_many(
+            models,
+            mnist,
+            config,
+            stack_size=4,
+            progress=False,
+            on_trained=lambda k, r: seen.append(k),
+        )
+    assert "a stack of 4 runs would not fit in memory; stacking 2" in caplog.text
+    assert [r.metrics["stack_size"] for r in results] == [2, 2, 1]
+    assert seen == [0, 1, 2]
+
+
 class _LayerNormNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -320,6 +340,31 @@ def test_every_zoo_model_stacks_its_outputs_and_batchnorm_statistics(name):
         assert _worst_gap(model, {k: v[run] for k, v in state.items()})[0] <= 1e-5
 
 
+@pytest.mark.parametrize("name", ["lenet300", "resnet20"])
+def test_a_stack_under_bf16_autocast_differentiates_as_each_model(name):
+    """The autocast branch of CUDA training, run on the CPU: forward and backward of a stack of
+    two under bf16 autocast agree with each model's own to bf16 rounding."""
+    models = [build_model(name, "fashion-mnist", seed=s) for s in (0, 1)]
+    module = stack_modules(models)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 2, 1, 28, 28, generator=generator)
+    y = torch.randint(0, 10, (2, 8), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = module(x.reshape(8, 2, 28, 28))
+        own = [model(x[:, run]) for run, model in enumerate(models)]
+    assert logits.dtype == torch.bfloat16
+    losses = torch.nn.functional.cross_entropy(
+        logits.float().flatten(0, 1), y.flatten(), reduction="none"
+    )
+    losses.view(2, 8).mean(1).sum().backward()
+    for run, (model, out) in enumerate(zip(models, own, strict=True)):
+        assert _gap(out.float(), logits[run].float()) <= 2e-2
+        torch.nn.functional.cross_entropy(out.float(), y[run]).backward()
+        for key, param in model.named_parameters():
+            assert module.get_parameter(key).grad.dtype == torch.float32
+            assert _gap(param.grad, module.get_parameter(key).grad[run]) <= 5e-2, key
+
+
 def test_default_stack_size_and_the_memory_arithmetic(mnist):
     model = build_model("lenet300", "mnist")
     assert default_stack_size(model, mnist, TrainConfig(), "cpu") == CPU_STACK_SIZE
@@ -333,6 +378,13 @@ def test_bad_groups_are_refused(mnist):
     lenet300, lenet5 = build_model("lenet300", "mnist"), build_model("lenet5", "mnist")
     with pytest.raises(PaiError, match="one architecture"):
         train_many([lenet300, lenet5], mnist, config)
+
+    def net(eps: float) -> nn.Module:
+        conv, norm = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2, eps=eps)
+        return nn.Sequential(conv, norm, nn.Flatten(), nn.Linear(2 * 28 * 28, 10))
+
+    with pytest.raises(PaiError, match="their settings"):
+        train_many([net(1e-5), net(1e-3)], mnist, config)
     with pytest.raises(PaiError, match="2 models, 1 masks"):
         train_many([lenet300, copy.deepcopy(lenet300)], mnist, config, masks=[None])
     with pytest.raises(PaiError, match="stack size"):

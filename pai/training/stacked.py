@@ -119,7 +119,11 @@ class _BatchedLinear(torch.autograd.Function):
 
 
 class _StackedLinear(nn.Module):
-    """K Linear layers: (K, N, in) -> (K, N, out) by one batched matmul."""
+    """K Linear layers: (K, N, in) -> (K, N, out) by one batched matmul.
+
+    Under autocast the inputs are cast to its dtype first, as autocast casts `addmm`'s (bf16
+    on CUDA); the casts' backward returns the gradients in the parameters' dtype.
+    """
 
     def __init__(self, layers: Sequence[nn.Linear]):
         super().__init__()
@@ -129,7 +133,12 @@ class _StackedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3:
             raise PaiError(f"a stacked Linear takes (runs, N, features), got {tuple(x.shape)}")
-        return _BatchedLinear.apply(x, self.weight, self.bias)
+        weight, bias = self.weight, self.bias
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        return _BatchedLinear.apply(x, weight, bias)
 
 
 class _StackedConv2d(nn.Module):
@@ -234,10 +243,11 @@ def _stackable_names() -> str:
 
 
 def _check_same_architecture(models: Sequence[nn.Module]) -> None:
-    """Raise unless every model has the first one's modules, parameter and buffer shapes."""
+    """Raise unless every model has the first one's modules (with their settings: stride,
+    padding, eps, ...), parameter and buffer shapes."""
 
     def layout(model: nn.Module) -> list[tuple[str, object]]:
-        modules = [(name, type(module)) for name, module in model.named_modules()]
+        modules = [(n, type(m), m.extra_repr()) for n, m in model.named_modules()]
         tensors = [(name, tuple(t.shape)) for name, t in model.state_dict().items()]
         return modules + tensors
 
@@ -246,7 +256,7 @@ def _check_same_architecture(models: Sequence[nn.Module]) -> None:
         if layout(model) != reference:
             raise PaiError(
                 f"train_many needs models of one architecture; model {index} differs from "
-                f"model 0 in its modules or tensor shapes"
+                f"model 0 in its modules, their settings or tensor shapes"
             )
 
 
