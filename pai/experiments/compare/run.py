@@ -291,17 +291,10 @@ def run_comparison(
                 checkpoint=checkpoint,
             )
         elif pending and jobs == 1:
-            train_runs(
-                config,
-                pending,
-                store,
-                data_root=data_root,
-                device=device,
-                progress=progress,
-                after_each=lambda: write_runs_csv(specs, store, out),
-                data=data,
-                checkpoint=checkpoint,
-            )
+            after_each = lambda: write_runs_csv(specs, store, out)  # noqa: E731
+            train_runs(config, pending, store, data_root=data_root, device=device,
+                       progress=progress, after_each=after_each, data=data,
+                       checkpoint=checkpoint)  # fmt: skip
         elif pending:
             _train_in_workers(config, pending, store, data_root, device_name, jobs, checkpoint)
     finally:
