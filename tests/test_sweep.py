@@ -344,3 +344,19 @@ def test_training_tasks_ask_for_a_gpu_only_where_workers_declare_one(cluster):
             tasks, gpus.scheduler_address, on_done=lambda t, r: done.update({t.key: r})
         )
         assert not failures and done == {"0": 0, "1": 2, "2": 4, "3": 6}
+
+
+def test_a_run_that_fails_on_a_worker_is_reported_the_others_finish_exit_1(
+    cluster, reference, tmp_path, data_root, capsys
+):
+    address, _ = cluster
+    table = pd.read_csv(reference / "runs.csv")
+    broken = table[table.method == "random"].run_dir.iloc[0]
+    (tmp_path / "runs" / f".{broken}.lock").mkdir(parents=True)  # its claim cannot be taken
+    assert main(_compare(tmp_path, data_root, "--scheduler", address)) == 1
+    err = capsys.readouterr().err
+    (failed,) = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert failed.startswith("failed: random original x2 seed 0: IsADirectoryError")
+    assert '"method": "random"' in failed  # the run's config
+    finished = pd.read_csv(tmp_path / "runs.csv")
+    assert sorted(finished.run_dir) == sorted(set(table.run_dir) - {broken})
