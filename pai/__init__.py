@@ -67,6 +67,11 @@ _EXPORTS: dict[str, str] = {
     "imp_schedule": "pai.pruning.levels",
     "pruning_plan": "pai.pruning.levels",
     "prune_by_magnitude": "pai.pruning.levels",
+    "prune_by_criterion": "pai.pruning.levels",
+    "Criterion": "pai.pruning.criteria",
+    "available_criteria": "pai.pruning.criteria",
+    "get_criterion": "pai.pruning.criteria",
+    "register_criterion": "pai.pruning.criteria",
     "imp_loop": "pai.search.imp",
     "run_imp": "pai.search.imp",
     # the comparison harness
@@ -75,6 +80,9 @@ _EXPORTS: dict[str, str] = {
     "find_ticket": "pai.experiments.compare",
     "plan_runs": "pai.experiments.compare",
     "summarize": "pai.report.tables",
+    # linear mode connectivity
+    "StabilityConfig": "pai.experiments.stability",
+    "run_stability": "pai.experiments.stability",
     "plot_accuracy_vs_compression": "pai.report.plots",
     # training
     "TrainConfig": "pai.training.config",
