@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import sys
 import tempfile
@@ -72,8 +73,9 @@ def measure_overhead(args: argparse.Namespace) -> pd.DataFrame:
             cluster = time.perf_counter() - started
             closing = time.perf_counter()
         down = time.perf_counter() - closing
-        same = pd.read_csv(Path(scratch) / "local" / "runs.csv").drop(columns="train_seconds")
-        other = pd.read_csv(Path(scratch) / "cluster" / "runs.csv").drop(columns="train_seconds")
+        same, other = (pd.read_csv(Path(scratch) / d / "runs.csv") for d in ("local", "cluster"))
+        trained = [1000 * table["train_seconds"].mean() for table in (same, other)]
+        same, other = (table.drop(columns="train_seconds") for table in (same, other))
         identical = (
             same.sort_values("run_dir")
             .reset_index(drop=True)
@@ -87,9 +89,12 @@ def measure_overhead(args: argparse.Namespace) -> pd.DataFrame:
             "in_process_ms_per_run": 1000 * local / args.runs,
             "cluster_ms_per_run": 1000 * cluster / args.runs,
             "overhead_ms_per_run": 1000 * (cluster - local) / args.runs,
+            "in_process_training_ms": trained[0],
+            "cluster_training_ms": trained[1],
             "cluster_start_s": up,
             "cluster_close_s": down,
             "same_runs_csv": identical,
+            "load_avg_1min": os.getloadavg()[0],
         }
     )
     return pd.DataFrame(rows)
@@ -159,13 +164,21 @@ def measure_scale(args: argparse.Namespace) -> pd.DataFrame:
                 "client_rss_before_mib": before,
                 "client_rss_after_mib": rss_mib(),
                 "client_peak_rss_mib": peak_rss_mib(),
+                "load_avg_1min": os.getloadavg()[0],
             }
         ]
     )
 
 
+LOAD_NOTE = (
+    "load_avg_1min is the machine's load when the measurement ended: above its core count, "
+    "other processes shared the CPUs and every time here is inflated by them."
+)
+
+
 def write(table: pd.DataFrame, out: Path, name: str, title: str, note: str, wall: float) -> None:
     text = f"# {title}\n\n{table.to_markdown(index=False, floatfmt='.4g')}\n\n{note}\n\n"
+    text += LOAD_NOTE + "\n\n"
     text += provenance_markdown(current_command(), wall, device="cpu").replace("# ", "## ", 1)
     atomic_write_text(out / f"{name}.md", text)
     atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
@@ -191,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             "task per run on a LocalCluster of single-threaded worker processes (workers "
             "connected before the clock starts; start-up and shutdown are the last columns). "
             "The overhead is the difference per run: submitting the task, pickling its "
-            "arguments, the worker's store checks and claim, the row's trip back. "
+            "arguments, the worker's store checks and claim, the row's trip back. The training "
+            "columns are the mean time each run measured inside its own training (train_seconds "
+            "of runs.csv): where they differ, the machine's load slowed the training itself. "
             "same_runs_csv: the two runs.csv agree in every column but the wall time."
         )
         write(table, args.out, "sweep-overhead", "Sweep overhead: cluster against in-process",
