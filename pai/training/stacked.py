@@ -17,14 +17,13 @@ statistics too when the stacked buffers go through `functional_call` (vmap updat
 place), but its linear layer rounds differently from one run's `addmm`.
 
 Equivalence: the stacked Linear is differentiated as `addmm` differentiates one run's
-`F.linear` (dW = g^T x, dx = g W). With one thread and torch's own convolutions (oneDNN off)
-every op then computes each run's numbers with the solo run's kernels, and 50 steps of
-lenet300, conv2, vgg11 and resnet20 with SGD or Adam end bit for bit where the solo runs end
-(`tests/test_stacked.py`). With the default kernels, oneDNN's grouped convolutions (a first
-layer with one input channel per group, a 1x1 stride-2 projection) and two-thread MKL (a
-small layer's weight gradient) round in another order than for one run: a few ulp per step,
-which training amplifies as it amplifies any rounding (after 50 steps lenet300 is within
-1.3e-6 of its solo runs, conv2 within 1e-5).
+`F.linear` (dW = g^T x, dx = g W), and on a CPU (`BATCHED_KERNELS`) each run's convolutions
+and Linear weight gradients are computed by the solo run's own kernels, once per run; the
+shared batched matmuls round as `addmm` does. 50 steps of lenet300, conv2, vgg11 and resnet20
+with SGD or Adam then end bit for bit where the solo runs end, with the default kernels and
+threads (`tests/test_stacked.py`). The batched kernels CUDA uses (grouped convolutions, one
+batched matmul for the weight gradients) round like the solo ones only with one thread and
+oneDNN off; with bf16 autocast on CUDA no two kernels need agree beyond bf16 rounding.
 
 One optimizer over the stacked tensors is the K solo optimizers: SGD (momentum, Nesterov,
 weight decay) and Adam are elementwise, Adam's bias correction depends only on the step count,
@@ -75,9 +74,15 @@ from pai.training.schedule import make_optimizer, make_scheduler
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1000  # examples per evaluation batch of one run, as `evaluate` uses
-CPU_STACK_SIZE = 8  # where the aggregate rate stops growing on a 2-core CPU (bench_stack)
+CPU_STACK_SIZE = 8  # for nets without convolutions: the best aggregate rate on a 2-core CPU
 MAX_STACK_SIZE = 64  # the largest stack benchmarked; larger ones lose more to a kill -9
 MEMORY_HEADROOM = 0.8  # the share of free device memory a stack may plan to use
+# Whether stacked layers run one batched kernel for all K runs on a device type: a grouped
+# convolution, a batched matmul for the Linear weight gradient. Else each run gets the kernel
+# its solo run calls, once per run, which is what a CPU gets: there oneDNN's grouped kernels
+# were slower than one convolution per run at K = 16 for conv4 and resnet20 (bench_stack
+# --candidates), and both batched kernels round differently from the solo ones.
+BATCHED_KERNELS: dict[str, bool] = {"cpu": False, "cuda": True}
 
 
 # --- the stacked layers ---------------------------------------------------------------------
@@ -99,7 +104,8 @@ def _parameter(tensors: Sequence[Tensor | None]) -> nn.Parameter | None:
 
 class _BatchedLinear(torch.autograd.Function):
     """x @ W^T + b for K runs at once, (K, N, in) -> (K, N, out), differentiated as `addmm`
-    differentiates one run's `F.linear`: dW = g^T x, dx = g W, db = sum of g over examples."""
+    differentiates one run's `F.linear`: dW = g^T x (one `mm` per run unless `BATCHED_KERNELS`
+    says otherwise for the device), dx = g W, db = sum of g over examples."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -113,7 +119,12 @@ class _BatchedLinear(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            if BATCHED_KERNELS.get(grad.device.type, True):
+                grad_weight = torch.bmm(grad.transpose(1, 2), x)
+            else:
+                grad_weight = torch.stack([g.t().mm(xs) for g, xs in zip(grad, x, strict=True)])
         grad_bias = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
 
@@ -142,8 +153,11 @@ class _StackedLinear(nn.Module):
 
 
 class _StackedConv2d(nn.Module):
-    """K Conv2d layers: (N, K*C, H, W) -> (N, K*O, H', W') by one convolution with K times the
-    groups, so group g of run k sees only run k's channels."""
+    """K Conv2d layers: (N, K*C, H, W) -> (N, K*O, H', W').
+
+    With `BATCHED_KERNELS` for the device, one convolution with K times the groups (group g of
+    run k sees only run k's channels); else one convolution per run on its channels.
+    """
 
     def __init__(self, layers: Sequence[nn.Conv2d]):
         super().__init__()
@@ -155,15 +169,19 @@ class _StackedConv2d(nn.Module):
         self.bias = _parameter([layer.bias for layer in layers])
 
     def forward(self, x: Tensor) -> Tensor:
-        bias = None if self.bias is None else self.bias.flatten()
-        return F.conv2d(
-            x,
-            self.weight.flatten(0, 1),
-            bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups * self.runs,
+        settings = (self.stride, self.padding, self.dilation)
+        if BATCHED_KERNELS.get(x.device.type, True):
+            bias = None if self.bias is None else self.bias.flatten()
+            groups = self.groups * self.runs
+            return F.conv2d(x, self.weight.flatten(0, 1), bias, *settings, groups)
+        biases = [None] * self.runs if self.bias is None else self.bias
+        parts = x.chunk(self.runs, dim=1)
+        return torch.cat(
+            [
+                F.conv2d(part, weight, bias, *settings, self.groups)
+                for part, weight, bias in zip(parts, self.weight, biases, strict=True)
+            ],
+            dim=1,
         )
 
 
@@ -610,12 +628,15 @@ def default_stack_size(
 
     On CUDA: as many as fit in `MEMORY_HEADROOM` of the free memory given the measured
     footprint of one run (one training step of a stack of two), at most `MAX_STACK_SIZE`. On a
-    CPU: `CPU_STACK_SIZE`, measured by `benchmarks/bench_stack.py` on a 2-core CPU, where the
-    arithmetic rather than the per-step overhead bounds the rate.
+    CPU, as measured by `benchmarks/bench_stack.py` on a 2-core CPU: `CPU_STACK_SIZE` for a
+    net without convolutions (lenet300's aggregate rate peaks there, about 1.7x one run after
+    another; the arithmetic, which stacking does not reduce, bounds it), 1 for a net with
+    convolutions, whose stacks were slower there than one run after another at every K.
     """
     device = torch.device(device) if device is not None else data.train.x.device
     if device.type != "cuda":
-        return CPU_STACK_SIZE
+        convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        return 1 if convolutional else CPU_STACK_SIZE
     return min(MAX_STACK_SIZE, _memory_limit(model, data, config, device))
 
 
