@@ -45,6 +45,7 @@ from pai.pruning.masks import Masks, keep_counts, layerwise_counts, prunable_par
 from pai.pruning.registry import Scorer, ScoringContext
 from pai.search.protocol import SearchContext, SearchRequest, TicketSearch
 from pai.search.ticket import SearchCost, Ticket
+from pai.training.config import TrainConfig
 from pai.training.loop import state_copy, train
 
 RULES: tuple[str, ...] = ("edge-popup", "bernoulli")
@@ -189,7 +190,7 @@ class SupermaskSearch(Scorer, TicketSearch):
         data,
         compression: float,
         *,
-        train_config,
+        train_config: TrainConfig,
         scope: str = "global",
         options: SupermaskOptions | None = None,
         seed: int = 0,
