@@ -24,14 +24,31 @@ from pai.report.provenance import current_command, git_commit, machine_descripti
 ROOT = Path(__file__).resolve().parents[1]
 # (what is timed, the argv of `pai`); argument errors name a model, dataset or flag that no run
 # can use, so nothing is trained or written.
+_COMPARE = ["compare", "--dataset", "mnist", "--compressions", "4", "--out", "x", "--epochs", "1"]
 CASES: tuple[tuple[str, list[str]], ...] = (
     ("pai --help", ["--help"]),
     ("pai compare --help", ["compare", "--help"]),
+    ("pai imp --help", ["imp", "--help"]),
+    ("pai collapse --help", ["collapse", "--help"]),
+    ("pai prune --help", ["prune", "--help"]),
     ("pai train --help", ["train", "--help"]),
     (
         "argument error: pai compare --model nope ...",
-        ["compare", "--model", "nope", "--dataset", "mnist", "--methods", "random",
-         "--compressions", "4", "--out", "x", "--epochs", "1"],
+        [*_COMPARE, "--model", "nope", "--methods", "random"],
+    ),
+    (
+        "argument error: pai compare --methods nope ...",
+        [*_COMPARE, "--model", "lenet300", "--methods", "nope"],
+    ),
+    (
+        "argument error: pai imp --criterion nope ...",
+        ["imp", "--model", "lenet300", "--dataset", "mnist", "--out", "x", "--epochs", "1",
+         "--criterion", "nope"],
+    ),
+    (
+        "argument error: pai collapse --scorers nope ...",
+        ["collapse", "--model", "lenet300", "--dataset", "mnist", "--out", "x",
+         "--scorers", "nope"],
     ),
     (
         "argument error: pai train without a budget",

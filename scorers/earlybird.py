@@ -38,14 +38,14 @@ from pai.search.protocol import SearchContext, SearchRequest, TicketSearch
 from pai.search.ticket import SearchCost, Ticket
 from pai.training.config import TrainConfig
 from pai.training.loop import state_copy, train
+from scorers.earlybird_options import (
+    DISTANCES,
+    EPSILON,
+    WINDOW,
+    EarlyBirdOptions,
+)
 
 log = logging.getLogger(__name__)
-
-MODES: tuple[str, ...] = ("magnitude", "bn-channel")
-RESTARTS: tuple[str, ...] = ("trained", "init")
-DISTANCES: tuple[str, ...] = ("successive", "newest")
-WINDOW = 5
-EPSILON = 0.1
 
 
 def mask_distance(first: Masks, second: Masks) -> float:
@@ -183,63 +183,6 @@ class EarlyBirdTicket(Ticket):
     """
 
     distances: list[float] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class EarlyBirdOptions:
-    """Early-bird's options; each is a `pai compare --earlybird-<option>` flag."""
-
-    epsilon: float = field(
-        default=EPSILON,
-        metadata={
-            "help": "stop when the last 4 mask distances (see distance) are all below this",
-            "aliases": ("--eb-epsilon",),
-        },
-    )
-    restart: str = field(
-        default="trained",
-        metadata={
-            "help": "ticket weights: those at the stopping point, or the initial ones",
-            "choices": RESTARTS,
-            "aliases": ("--eb-restart",),
-        },
-    )
-    mode: str = field(
-        default="magnitude",
-        metadata={"help": "mask criterion", "choices": MODES, "aliases": ("--eb-mode",)},
-    )
-    max_epochs: int | None = field(
-        default=None,
-        metadata={
-            "help": "stop searching after this many epochs (default: the budget)",
-            "aliases": ("--eb-max-epochs",),
-        },
-    )
-    # None is "successive": a default left out of the canonical config, so adding the option
-    # changed no stored run's hash.
-    distance: str | None = field(
-        default=None,
-        metadata={
-            "help": "the distances compared with epsilon: successive masks' (default), or each "
-            "older mask's to the newest, as the reference code does (newest)",
-            "choices": DISTANCES,
-            "aliases": ("--eb-distance",),
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise unknown_name("early-bird mode", self.mode, MODES)
-        if self.restart not in RESTARTS:
-            raise unknown_name("early-bird restart", self.restart, RESTARTS)
-        if not 0 < self.epsilon <= 1:
-            raise PaiError(f"early-bird epsilon must be in (0, 1], got {self.epsilon!r}")
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise PaiError(f"early-bird max_epochs must be >= 1, got {self.max_epochs!r}")
-        if self.distance not in (None, *DISTANCES):
-            raise unknown_name("early-bird distance", self.distance, DISTANCES)
-        if self.distance == "successive":  # the default spelled out: the same run, same hash
-            object.__setattr__(self, "distance", None)
 
 
 def _draw(model: nn.Module, compression: float, scope: Scope, mode: str) -> Masks:

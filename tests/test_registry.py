@@ -12,6 +12,7 @@ import torch
 import pai
 from pai.cli import main
 from pai.core.errors import PaiError
+from pai.core.plugins import SCORERS, declared_names
 from pai.pruning.masks import Masks, keep_topk
 from pai.pruning.registry import (
     Scorer,
@@ -97,6 +98,17 @@ def test_plugin_is_discovered_and_broken_ones_are_reported(plugin):
         get_scorer("mybroken")
 
 
+def test_declared_names_list_every_plugin_without_loading_one(plugin, monkeypatch):
+    """The names the command line checks against: broken plugins included, in-process ones
+    too, and read again after a rescan."""
+    names = declared_names(SCORERS)
+    assert set(names) >= {"myscorer", "mybroken", "misnamed", *BUILT_INS}
+    assert "myplug_broken" not in sys.modules  # nothing was imported to list them
+    monkeypatch.undo()
+    rescan_scorers()
+    assert "myscorer" not in declared_names(SCORERS)
+
+
 def test_discovery_is_cached_until_rescanned(plugin, monkeypatch):
     assert "myscorer" in pai.available_scorers()
     monkeypatch.undo()  # the plugin leaves sys.path, but the cached scan still has it
@@ -143,12 +155,14 @@ def test_register_scorer_decorates_classes_and_takes_instances():
         assert "constant-test" in pai.available_scorers()
         source = {entry.name: entry.source for entry in scorer_entries()}["constant-test"]
         assert source == "in-process"
+        assert "constant-test" in declared_names(SCORERS)
         instance = _Constant()
         register_scorer(instance)  # registering the name again replaces it
         assert get_scorer("constant-test") is instance
     finally:
         unregister_scorer("constant-test")
     assert "constant-test" not in pai.available_scorers()
+    assert "constant-test" not in declared_names(SCORERS)
 
 
 def test_register_scorer_rejects_objects_that_are_not_scorers():

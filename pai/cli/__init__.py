@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Collection, Sequence
 
-from pai.core.errors import PaiError
+from pai.core.errors import INTERRUPTED, PaiError
 from pai.core.version import __version__
 
 # Subcommand modules under pai.cli with their one-line help, in the order `pai --help` lists
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # the disk, not the input: no space, no permission, ...
         return _fail(command, error, 1, debug)
     except KeyboardInterrupt:
-        print(f"{command}: interrupted; finished runs are kept", file=sys.stderr)
+        print(f"{command}: {INTERRUPTED}", file=sys.stderr)
         return 130
 
 

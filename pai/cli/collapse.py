@@ -21,10 +21,7 @@ from pai.cli.common import (
     add_scoring_arguments,
 )
 from pai.cli.flags import add_dataclass_flags, dataclass_values
-from pai.core.devices import resolve_device
-from pai.experiments.collapse import CollapseConfig, run_collapse
-from pai.experiments.executors import RunsFailed
-from pai.report.provenance import write_provenance
+from pai.experiments.collapse_config import CollapseConfig
 
 # Fields whose flags are shared with other commands (add_model_and_dataset, add_scoring_arguments).
 _SHARED_FIELDS = ("model", "dataset", "scope", "rounds", "schedule", "per_class")
@@ -54,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    config = CollapseConfig(**dataclass_values(args, CollapseConfig))
+    config = CollapseConfig(**dataclass_values(args, CollapseConfig))  # checked without torch
+    from pai.core.devices import resolve_device
+    from pai.experiments.collapse import run_collapse
+    from pai.experiments.executors import RunsFailed
+    from pai.report.provenance import write_provenance
+
     # on a cluster the workers choose their device: the client does not touch CUDA
     device = resolve_device(args.device) if args.scheduler is None else args.device
     failed = None

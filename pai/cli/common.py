@@ -4,25 +4,59 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Collection
 
-from pai.core.errors import PaiError
+from pai.core.errors import PaiError, unknown_name
+from pai.core.plugins import ALLOCATORS, SCORERS, declared_names
+from pai.data.specs import DATASETS
+from pai.pruning.choices import SCHEDULES, SEPARATOR
 
-# The pruning modules import torch: they are imported by the functions that need them, so a
-# command's `--help` and its argument errors cost no torch import where the flags allow.
+# The modules that use torch are imported by the functions that need them, so a command's
+# `--help` and its argument errors cost no torch import: names are checked against lists read
+# without it (entry points, `pai.pruning.choices`, MODEL_NAMES).
+
+# The zoo's model names (`pai.models.MODELS`, which needs torch to import), so `--model` is
+# checked at once; tests/test_cli_startup.py checks that the two lists are equal.
+MODEL_NAMES: tuple[str, ...] = (
+    "lenet300", "lenet5", "conv2", "conv4", "conv6", "vgg11", "vgg16", "vgg19",
+    "resnet20", "resnet32", "resnet56", "resnet18",
+)  # fmt: skip
+
+
+def name_of(kind: str, allowed: Callable[[], Collection[str]]) -> Callable[[str], str]:
+    """argparse type: a name among `allowed()` (read when a value is parsed), else the error
+    naming the allowed ones."""
+
+    def parse(text: str) -> str:
+        names = allowed()
+        if text not in names:
+            raise argparse.ArgumentTypeError(str(unknown_name(kind, text, names)))
+        return text
+
+    parse.__name__ = kind  # how argparse names the type in its own messages
+    return parse
+
+
+model_name = name_of("model", lambda: MODEL_NAMES)
+dataset_name = name_of("dataset", lambda: DATASETS)
+scorer_name = name_of("scorer", lambda: declared_names(SCORERS))
 
 
 def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:
     """`--model M --dataset D`, both required."""
-    parser.add_argument("--model", required=True, help="zoo model name (see `pai models`)")
     parser.add_argument(
-        "--dataset", required=True, help="dataset the model is shaped for (see `pai datasets`)"
+        "--model", required=True, type=model_name, help="zoo model name (see `pai models`)"
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        type=dataset_name,
+        help="dataset the model is shaped for (see `pai datasets`)",
     )
 
 
 def add_scoring_arguments(parser: argparse.ArgumentParser, *, rounds: bool = True) -> None:
     """`--scope`, `--per-class` and, with `rounds`, `--rounds` and `--schedule` for pruning."""
-    from pai.pruning.driver import SCHEDULES
-
     parser.add_argument(
         "--scope",
         type=scope,
@@ -75,14 +109,20 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def scope(text: str) -> str:
-    """argparse type: a registered density allocator's name, or `name:ARGUMENT` for one that
-    takes an argument (`from-masks:FILE`, whose file is read here)."""
-    from pai.pruning.allocators import resolve_allocator
+    """argparse type: a declared density allocator's name, or `name:ARGUMENT` for one that
+    takes an argument (`from-masks:FILE`, whose file is read here). A bare name is checked
+    against the entry points alone; the run resolves it (and says if it needs an argument)."""
+    name, separator, _ = text.partition(SEPARATOR)
+    names = declared_names(ALLOCATORS)
+    if name not in names:
+        raise argparse.ArgumentTypeError(str(unknown_name("scope", name, names)))
+    if separator:
+        from pai.pruning.allocators import resolve_allocator
 
-    try:
-        resolve_allocator(text)
-    except PaiError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        try:
+            resolve_allocator(text)
+        except PaiError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 

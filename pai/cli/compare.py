@@ -24,15 +24,10 @@ from pai.cli.common import (
 )
 from pai.cli.flags import add_dataclass_flags, dataclass_values
 from pai.cli.train import add_training_arguments, checkpoint_policy, training_config
-from pai.core.devices import resolve_device
 from pai.core.errors import PaiError
 from pai.experiments.compare.config import CompareConfig
-from pai.experiments.compare.run import run_comparison
-from pai.experiments.executors import RunsFailed
-from pai.report.provenance import write_provenance
 from pai.report.schema import check_variant
-from pai.report.tables import summarize, summary_markdown
-from pai.search.methods import get_search, method_names
+from pai.search.methods import method_names, options_class
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +98,14 @@ def _prefix(method: str) -> str:
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> tuple[str, ...]:
-    """`--<method>-<option>` flags for every registered method that declares `Options`, one
-    group per method; the methods that got them. A method whose options cannot be flags (a
-    type no flag holds, a flag taken already) is left out with a warning: it runs with its
-    default options."""
+    """`--<method>-<option>` flags for every method that declares options (`pai.options`
+    entry points, read without loading the method), one group per method; the methods that got
+    them. A method whose options cannot be flags (a type no flag holds, a flag taken already,
+    a class that fails to load) is left out with a warning: it runs with its default options."""
     added = []
     for name in method_names():
         try:
-            options = get_search(name).Options
+            options = options_class(name)
             if options is None:
                 continue
             group = parser.add_argument_group(f"options of method {name}")
@@ -123,12 +118,15 @@ def add_method_options(parser: argparse.ArgumentParser) -> tuple[str, ...]:
 
 
 def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The options of the selected methods (field name -> value), from their flags."""
-    return {
-        name: dataclass_values(args, get_search(name).Options, prefix=_prefix(name))
-        for name in dict.fromkeys(args.methods)
-        if name in args.methods_with_flags
-    }
+    """The options of the selected methods (field name -> value), from their flags; each set is
+    checked by its class here, so a bad value is refused before any method loads."""
+    options = {}
+    for name in dict.fromkeys(args.methods):
+        if name in args.methods_with_flags:
+            cls = options_class(name)
+            options[name] = dataclass_values(args, cls, prefix=_prefix(name))
+            cls(**options[name])  # PaiError naming the bad value
+    return options
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
@@ -151,7 +149,13 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    config = compare_config(args)
+    config = compare_config(args)  # every name and number checked before torch is imported
+    from pai.core.devices import resolve_device
+    from pai.experiments.compare.run import run_comparison
+    from pai.experiments.executors import RunsFailed
+    from pai.report.provenance import write_provenance
+    from pai.report.tables import summarize, summary_markdown
+
     # on a cluster the workers choose their device: the client does not touch CUDA
     device = resolve_device(args.device) if args.scheduler is None else args.device
     failed = None

@@ -20,12 +20,8 @@ from pai.cli.common import (
     scope,
 )
 from pai.cli.train import add_training_arguments, checkpoint_policy, training_config
-from pai.core.devices import resolve_device
-from pai.experiments.executors import RunsFailed
-from pai.experiments.imp_sweep import run_imp_seeds
 from pai.pruning.criteria import DEFAULT_CRITERION, available_criteria, criterion_entries
-from pai.report.provenance import write_provenance
-from pai.search.imp import CONTROLS, RESETS, REWIND_SCHEDULES, ImpConfig
+from pai.search.choices import CONTROLS, RESETS, REWIND_SCHEDULES
 
 
 def _whole_number(text: str) -> int:
@@ -140,6 +136,12 @@ def _add_reset_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pai.core.devices import resolve_device
+    from pai.experiments.executors import RunsFailed
+    from pai.experiments.imp_sweep import run_imp_seeds
+    from pai.report.provenance import write_provenance
+    from pai.search.imp import ImpConfig
+
     started = time.perf_counter()
     config = ImpConfig(
         model=args.model,

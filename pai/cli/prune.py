@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from tabulate import tabulate
+from typing import TYPE_CHECKING
 
 from pai.cli.common import (
     add_data_root,
@@ -14,13 +13,11 @@ from pai.cli.common import (
     add_scoring_arguments,
     compression,
     positive_int,
+    scorer_name,
 )
-from pai.core.devices import resolve_device
-from pai.data.loading import load_dataset, scoring_batches
-from pai.models import build_model
-from pai.pruning.driver import check_scores_without_training, prune
-from pai.pruning.masks import Masks
-from pai.pruning.registry import get_scorer
+
+if TYPE_CHECKING:
+    from pai.pruning.masks import Masks
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_and_dataset(parser)
-    parser.add_argument("--scorer", required=True, help="scorer name (see `pai scorers`)")
+    parser.add_argument(
+        "--scorer", required=True, type=scorer_name, help="scorer name (see `pai scorers`)"
+    )
     parser.add_argument(
         "--compression",
         type=compression,
@@ -75,6 +74,14 @@ def layer_table(masks: Masks) -> list[dict[str, object]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from pai.core.devices import resolve_device
+    from pai.data.loading import load_dataset, scoring_batches
+    from pai.models import build_model
+    from pai.pruning.driver import check_scores_without_training, prune
+    from pai.pruning.registry import get_scorer
+
     scorer = get_scorer(args.scorer)
     check_scores_without_training(scorer)  # before any dataset is loaded
     device = resolve_device(args.device)

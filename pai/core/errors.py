@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+# What the command line prints after the command's name on Ctrl-C, whenever it comes.
+INTERRUPTED = "interrupted; finished runs are kept"
+
 
 class PaiError(ValueError):
     """A value given to pai is not one it accepts (the message says which and why)."""

@@ -24,6 +24,8 @@ from typing import Any
 from torch import Tensor
 
 from pai.core.errors import PaiError, unknown_name
+from pai.core.plugins import ALLOCATORS, PluginEntry, PluginRegistry
+from pai.pruning.choices import SEPARATOR
 from pai.pruning.masks import (
     Masks,
     as_masks,
@@ -32,10 +34,8 @@ from pai.pruning.masks import (
     kept_count,
     layerwise_counts,
 )
-from pai.pruning.registry import PluginEntry, PluginRegistry
 
-ENTRY_POINT_GROUP = "pai.allocators"
-SEPARATOR = ":"  # between an allocator's name and its argument: from-masks:FILE
+ENTRY_POINT_GROUP = ALLOCATORS
 
 Shapes = Mapping[str, tuple[int, ...]]
 

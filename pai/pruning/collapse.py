@@ -26,12 +26,13 @@ from torch import Tensor, nn
 from pai.core.errors import PaiError, unknown_name
 from pai.models import model_input_shape
 from pai.pruning.allocators import Allocator, resolve_allocator
+from pai.pruning.choices import COLLAPSE_CRITERIA
 from pai.pruning.driver import compute_scores, prune
 from pai.pruning.masks import Masks, as_masks
 from pai.pruning.registry import Scorer, resolve_scorer
 
 Criterion = Literal["layer", "path"]
-CRITERIA: tuple[str, ...] = ("layer", "path")
+CRITERIA = COLLAPSE_CRITERIA
 SEARCHES: tuple[str, ...] = ("exact", "bisection", "scan")
 
 # Element-wise activations only shape values along a path, they never connect units, so the

@@ -21,24 +21,26 @@ of both |w_i| and |w_f|: the quadrant of Zhou et al.'s figure, whose code finds 
 by bisection; ranks give the exact count instead.
 
 A criterion is a plugin of the `pai.criteria` entry-point group, found as scorers are
-(`PluginRegistry`); pai declares these nine there.
+(`PluginRegistry`); pai declares these nine there. This module imports torch only where a
+criterion computes, so `pai imp --help` lists the criteria without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from pai.core.errors import PaiError
-from pai.pruning.registry import PluginEntry, PluginRegistry
+from pai.core.plugins import CRITERIA, PluginEntry, PluginRegistry
 
-ENTRY_POINT_GROUP = "pai.criteria"
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+ENTRY_POINT_GROUP = CRITERIA
 DEFAULT_CRITERION = "large_final"
 
-Tensors = Mapping[str, Tensor]
+Tensors = Mapping[str, "Tensor"]
 
 
 class Criterion:
@@ -124,6 +126,8 @@ def live_ranks(values: Tensors, live: Tensors) -> dict[str, Tensor]:
     Equal values are ranked by position (the earlier tensor, then the lower flat index, lower);
     dead entries get -1.
     """
+    import torch
+
     names = list(values)
     flat = torch.cat([values[n].reshape(-1).double() for n in names])
     alive = torch.cat([live[n].reshape(-1).to(flat.device) for n in names])
@@ -146,6 +150,8 @@ class LargeInitLargeFinal(Criterion):
     def scores(
         self, start: Tensors, trained: Tensors, live: Tensors, generator: torch.Generator
     ) -> dict[str, Tensor]:
+        import torch
+
         initial = live_ranks({n: start[n].abs() for n in trained}, live)
         final = live_ranks({n: w.abs() for n, w in trained.items()}, live)
         return {n: torch.minimum(initial[n], final[n]) for n in trained}
@@ -158,6 +164,8 @@ class SmallInitSmallFinal(Criterion):
     def scores(
         self, start: Tensors, trained: Tensors, live: Tensors, generator: torch.Generator
     ) -> dict[str, Tensor]:
+        import torch
+
         initial = live_ranks({n: start[n].abs() for n in trained}, live)
         final = live_ranks({n: w.abs() for n, w in trained.items()}, live)
         return {n: -torch.maximum(initial[n], final[n]) for n in trained}
@@ -170,6 +178,8 @@ class RandomCriterion(Criterion):
     def scores(
         self, start: Tensors, trained: Tensors, live: Tensors, generator: torch.Generator
     ) -> dict[str, Tensor]:
+        import torch
+
         return {
             n: torch.rand(w.shape, generator=generator, dtype=torch.float64).to(w.device)
             for n, w in trained.items()

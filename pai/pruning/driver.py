@@ -22,10 +22,9 @@ from pai.core.devices import resolve_device
 from pai.core.errors import PaiError, unknown_name
 from pai.models import model_input_shape
 from pai.pruning.allocators import Allocator, keep_allocated, layer_counts, resolve_allocator
+from pai.pruning.choices import SCHEDULES
 from pai.pruning.masks import Masks, as_masks, kept_count
 from pai.pruning.registry import Scorer, ScoringContext, resolve_scorer, scorer_label
-
-SCHEDULES: tuple[str, ...] = ("exponential", "linear")
 
 
 def round_compressions(

@@ -19,9 +19,9 @@ from torch.nn.utils import prune as torch_prune
 
 from pai.core.atomic import atomic_torch_save
 from pai.core.errors import PaiError
+from pai.pruning.choices import SCOPES
 
 Scope = Literal["global", "layerwise"]
-SCOPES: tuple[str, ...] = ("global", "layerwise")
 
 
 def prunable_parameters(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, nn.Parameter]:

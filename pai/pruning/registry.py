@@ -5,31 +5,29 @@ more worth keeping. Every scorer, built-in or third-party, is found the same way
 `pai.scorers` entry-point group of an installed distribution (pai declares its own built-ins
 there, in `pyproject.toml`). `register_scorer` adds one in-process, for notebooks. A plugin that
 fails to import is recorded with its error instead of breaking discovery. `PluginRegistry` is
-that discovery for any entry-point group; density allocators (`pai.allocators`) use it too.
+that discovery for any entry-point group (`pai.core.plugins`); density allocators use it too.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pai.core.errors import PaiError, unknown_name
+from pai.core.errors import PaiError
+from pai.core.plugins import (
+    IN_PROCESS,  # noqa: F401  (read from here by the experiments)
+    SCORERS,
+    PluginEntry,
+    PluginRegistry,
+)
 from pai.pruning.masks import Masks
 
-ENTRY_POINT_GROUP = "pai.scorers"
-IN_PROCESS = "in-process"
-
-PluginT = TypeVar("PluginT")
-
-logger = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = SCORERS
 
 
 @dataclass
@@ -124,116 +122,12 @@ class Scorer:
         return grads
 
 
-@dataclass(frozen=True)
-class PluginEntry(Generic[PluginT]):
-    """A discovered plugin, or the error that kept it from loading (`plugin` is then None)."""
-
-    name: str
-    source: str  # the distribution declaring it, or "in-process"
-    plugin: PluginT | None
-    error: str | None = None
-
-
 class ScorerEntry(PluginEntry[Scorer]):
     """A discovered scorer, or the error that kept it from loading (`scorer` is then None)."""
 
     @property
     def scorer(self) -> Scorer | None:
         return self.plugin
-
-
-class PluginRegistry(Generic[PluginT]):
-    """The plugins of one kind: those an entry-point group declares, plus in-process ones.
-
-    `group` is the entry-point group scanned (once, until `rescan`); `kind` names the plugin in
-    messages; `check` returns a candidate object unchanged if it keeps the kind's protocol and
-    raises PaiError otherwise; `entry` builds the entries returned. A plugin that fails to import
-    or to pass `check` is recorded with its error instead of breaking discovery, and an
-    in-process registration shadows an installed plugin of the same name.
-    """
-
-    def __init__(
-        self,
-        group: str,
-        kind: str,
-        check: Callable[[Any], PluginT],
-        entry: type[PluginEntry[PluginT]] = PluginEntry,
-    ):
-        self.group = group
-        self.kind = kind
-        self.check = check
-        self.entry = entry
-        self._installed: dict[str, PluginEntry[PluginT]] | None = None
-        self._in_process: dict[str, PluginEntry[PluginT]] = {}
-
-    def instance(self, obj: Any) -> PluginT:
-        """A checked plugin from a class (instantiated without arguments) or an instance."""
-        return self.check(obj() if isinstance(obj, type) else obj)
-
-    def _scan(self) -> dict[str, PluginEntry[PluginT]]:
-        """Load every entry point of the group, recording import and protocol errors by name."""
-        found: dict[str, PluginEntry[PluginT]] = {}
-        importlib.invalidate_caches()
-        for point in sorted(entry_points(group=self.group), key=lambda p: p.name):
-            source = point.dist.name if point.dist is not None else "unknown distribution"
-            if point.name in found:
-                previous = found[point.name].source
-                error = f"declared by more than one distribution ({previous} and {source})"
-                found[point.name] = self.entry(point.name, f"{previous}, {source}", None, error)
-                continue
-            try:
-                plugin = self.instance(point.load())
-                if plugin.name != point.name:
-                    raise PaiError(
-                        f"entry point {point.name!r} loads a {self.kind} named {plugin.name!r}"
-                    )
-            except Exception as error:  # a broken plugin must not break discovery
-                message = f"{type(error).__name__}: {error}"
-                logger.info(
-                    "%s plugin %r (%s) failed to load: %s", self.kind, point.name, source, message
-                )
-                found[point.name] = self.entry(point.name, source, None, message)
-            else:
-                found[point.name] = self.entry(point.name, source, plugin)
-        return found
-
-    def rescan(self) -> None:
-        """Forget the cached entry-point scan, so newly installed plugins are found."""
-        self._installed = None
-
-    def entries(self) -> list[PluginEntry[PluginT]]:
-        """Every discovered plugin, broken ones included, sorted by name."""
-        if self._installed is None:
-            self._installed = self._scan()
-        merged = {**self._installed, **self._in_process}
-        return [merged[name] for name in sorted(merged)]
-
-    def available(self) -> list[str]:
-        """Names of the plugins that loaded, sorted."""
-        return [entry.name for entry in self.entries() if entry.plugin is not None]
-
-    def get(self, name: str) -> PluginT:
-        """The plugin called `name`; PaiError listing the registered ones otherwise."""
-        entry = {entry.name: entry for entry in self.entries()}.get(name)
-        if entry is None:
-            raise unknown_name(self.kind, name, self.available())
-        if entry.plugin is None:
-            raise PaiError(
-                f"{self.kind} {name!r} (from {entry.source}) failed to load: {entry.error}"
-            )
-        return entry.plugin
-
-    def register(self, obj: Any) -> PluginT:
-        """Register a plugin class or instance in this process; the checked instance."""
-        plugin = self.instance(obj)
-        self._in_process[plugin.name] = self.entry(plugin.name, IN_PROCESS, plugin)
-        return plugin
-
-    def unregister(self, name: str) -> None:
-        """Remove an in-process registration (installed plugins are removed by uninstalling)."""
-        if name not in self._in_process:
-            raise unknown_name(f"in-process {self.kind}", name, self._in_process)
-        del self._in_process[name]
 
 
 def _check_protocol(scorer: Any) -> Scorer:

@@ -47,6 +47,7 @@ from pai.core.store import FILES, Contents, Run, canonical, config_hash, file_pr
 from pai.pruning.criteria import DEFAULT_CRITERION, Criterion, LargeFinal, get_criterion
 from pai.pruning.levels import PruningPlan, check_schedule, prune_by_criterion, pruning_plan
 from pai.pruning.masks import Masks, prunable_parameters
+from pai.search.choices import CONTROLS, RESETS, REWIND_SCHEDULES
 from pai.search.ticket import SearchCost, Ticket
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
@@ -56,10 +57,6 @@ from pai.training.schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
 
-RESETS: tuple[str, ...] = ("rewind", "lr-rewind", "finetune")
-REWIND_SCHEDULES: tuple[str, ...] = ("restart", "resume")
-# Controls: the ablations of `pai.search.ablations`, trained at every level > 0.
-CONTROLS: tuple[str, ...] = ("reinit", "shuffle")
 # What a complete level (or control) must hold: the next level starts from its final weights
 # and mask, a control from its start weights.
 LEVEL_CONTENTS: Contents = {**TRAINED_CONTENTS, FILES.masks: (), FILES.start: ()}

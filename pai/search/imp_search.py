@@ -11,16 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import torch
 
-from pai.core.errors import PaiError
-from pai.core.steps import Step
 from pai.core.store import FILES
-from pai.pruning.criteria import DEFAULT_CRITERION, get_criterion
+from pai.pruning.criteria import DEFAULT_CRITERION
 from pai.report.schema import IMP
 from pai.search.imp import ImpConfig, ImpResult, ImpRun
+from pai.search.options import ImpOptions
 from pai.search.protocol import (
     SearchContext,
     SearchIdentity,
@@ -29,33 +27,6 @@ from pai.search.protocol import (
     TicketSearch,
 )
 from pai.search.ticket import StoredTraining, Ticket
-
-
-@dataclass(frozen=True)
-class ImpOptions:
-    """IMP's options in an experiment; the targets are the experiment's compressions."""
-
-    rate: float = field(
-        default=0.2, metadata={"help": "IMP's pruning rate per level between the targets"}
-    )
-    rewind: str = field(
-        default="0it",
-        metadata={"help": "IMP's rewinding step: 0, 500it, 2ep", "aliases": ("--rewind",)},
-    )
-    criterion: str = field(
-        default=DEFAULT_CRITERION,
-        metadata={
-            "help": "IMP's mask criterion (Zhou et al. 2019): large_final, small_final, "
-            "large_init, small_init, large_init_large_final, small_init_small_final, "
-            "magnitude_increase, movement, random, or a registered plugin (pai.criteria)"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if not 0 < self.rate < 1:
-            raise PaiError(f"IMP rate must be between 0 and 1 (exclusive), got {self.rate!r}")
-        object.__setattr__(self, "rewind", Step.canonical(self.rewind))
-        get_criterion(self.criterion)  # PaiError naming the registered criteria
 
 
 def imp_levels(compressions: Iterable[float], rate: float) -> int:

@@ -17,47 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
 from pai.core.errors import PaiError
 from pai.pruning.masks import Masks
 from pai.report.schema import TRANSFER
+from pai.search.options import TransferOptions
 from pai.search.protocol import SearchContext, SearchIdentity, SearchRequest, TicketSearch
 from pai.search.ticket import Ticket
-from pai.training.config import OPTIMIZERS
-
-
-@dataclass(frozen=True)
-class TransferOptions:
-    """Where the transferred ticket is found; each is a `pai compare --transfer-<option>` flag."""
-
-    method: str = field(
-        default="imp", metadata={"help": "the method that finds the ticket on the source"}
-    )
-    dataset: str | None = field(
-        default=None, metadata={"help": "the source dataset (default: the target's)"}
-    )
-    optimizer: str | None = field(
-        default=None,
-        metadata={
-            "help": "the source training's optimizer (default: the target's)",
-            "choices": OPTIMIZERS,
-        },
-    )
-    lr: float | None = field(
-        default=None,
-        metadata={"help": "the source training's learning rate (default: the target's)"},
-    )
-
-    def __post_init__(self) -> None:
-        if self.method == TRANSFER:
-            raise PaiError("a transferred ticket needs another method to find it, not transfer")
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise PaiError(
-                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
-            )
 
 
 class TransferSearch(TicketSearch):

@@ -12,22 +12,36 @@ before anything trains), `tickets` (each run's ticket), `record` (train, write t
 row) and `run` (the loop and the tables).
 """
 
-from pai.experiments.compare.config import CompareConfig, RunSpec
-from pai.experiments.compare.plan import plan_runs, run_for
-from pai.experiments.compare.record import collapse_facts, runs_table, write_runs_csv
-from pai.experiments.compare.run import run_comparison, train_runs
-from pai.experiments.compare.tickets import TicketFinder, find_ticket
+from __future__ import annotations
 
-__all__ = [
-    "CompareConfig",
-    "RunSpec",
-    "TicketFinder",
-    "collapse_facts",
-    "find_ticket",
-    "plan_runs",
-    "run_comparison",
-    "run_for",
-    "runs_table",
-    "train_runs",
-    "write_runs_csv",
-]
+import importlib
+from typing import Any
+
+# Exported name -> its module, imported on first use: `config` imports no torch, so the command
+# line checks a comparison's config before loading the rest.
+_EXPORTS: dict[str, str] = {
+    "CompareConfig": "config",
+    "RunSpec": "config",
+    "plan_runs": "plan",
+    "run_for": "plan",
+    "collapse_facts": "record",
+    "runs_table": "record",
+    "write_runs_csv": "record",
+    "run_comparison": "run",
+    "train_runs": "run",
+    "TicketFinder": "tickets",
+    "find_ticket": "tickets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

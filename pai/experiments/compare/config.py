@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pai.core.errors import PaiError, refuse_repeats, unknown_name
-from pai.pruning.masks import SCOPES
+from pai.pruning.choices import SCOPES
 from pai.report.schema import DENSE, check_variant
-from pai.search.protocol import SearchRequest
 from pai.training.config import TrainConfig
+
+if TYPE_CHECKING:  # the search protocol imports torch: a config is checked without it
+    from pai.search.protocol import SearchRequest
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class CompareConfig:
 
     def request(self, method_options: Any, compression: float, seed: int) -> SearchRequest:
         """What a method is asked for at `compression` and `seed` (its options resolved)."""
+        from pai.search.protocol import SearchRequest
+
         return SearchRequest(
             model=self.model,
             dataset=self.dataset,
