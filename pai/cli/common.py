@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable, Collection
 
 from pai.core.errors import PaiError, unknown_name
-from pai.core.plugins import ALLOCATORS, SCORERS, declared_names
 from pai.data.specs import DATASETS
 from pai.pruning.choices import SCHEDULES, SEPARATOR
 
@@ -37,9 +36,16 @@ def name_of(kind: str, allowed: Callable[[], Collection[str]]) -> Callable[[str]
     return parse
 
 
+def _scorer_names() -> list[str]:
+    # pai.core.plugins reads the distributions' metadata: imported only to check a name
+    from pai.core.plugins import SCORERS, declared_names
+
+    return declared_names(SCORERS)
+
+
 model_name = name_of("model", lambda: MODEL_NAMES)
 dataset_name = name_of("dataset", lambda: DATASETS)
-scorer_name = name_of("scorer", lambda: declared_names(SCORERS))
+scorer_name = name_of("scorer", _scorer_names)
 
 
 def add_model_and_dataset(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +118,8 @@ def scope(text: str) -> str:
     """argparse type: a declared density allocator's name, or `name:ARGUMENT` for one that
     takes an argument (`from-masks:FILE`, whose file is read here). A bare name is checked
     against the entry points alone; the run resolves it (and says if it needs an argument)."""
+    from pai.core.plugins import ALLOCATORS, declared_names
+
     name, separator, _ = text.partition(SEPARATOR)
     names = declared_names(ALLOCATORS)
     if name not in names:
