@@ -245,6 +245,7 @@ def test_a_comparison_run_killed_mid_training_resumes_from_its_checkpoint(tmp_pa
         "compare", "--model", "lenet300", "--dataset", "mnist", "--methods", "magnitude",
         "--compressions", "4", "--steps", "12", "--batch-size", "100", "--train-per-class",
         "100", "--checkpoint-every", "5it", "--device", "cpu", "--data-root", str(data_root),
+        "--stack", "1",  # runs trained in a stack do not checkpoint
     ]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     real_step, steps = pai.training.masked_step.MaskedStep.step, []

@@ -12,6 +12,7 @@ import scipy.stats
 import torch
 
 import pai.training.record
+import pai.training.stacked
 from pai.cli import main
 from pai.core.errors import PaiError
 from pai.data.loading import load_dataset
@@ -149,6 +150,7 @@ def test_rerun_trains_nothing(comparison, data_root, monkeypatch):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(pai.training.record, "train", no_training)
+    monkeypatch.setattr(pai.training.stacked, "train_many", no_training)
     args = _compare_args(
         comparison, data_root,
         "--methods", "random,magnitude,imp", "--compressions", "2,4",
@@ -161,7 +163,7 @@ def test_rerun_trains_nothing(comparison, data_root, monkeypatch):
 
 def test_interrupted_comparison_keeps_finished_runs_and_completes(tmp_path, data_root, monkeypatch):
     args = _compare_args(
-        tmp_path, data_root, "--methods", "random,magnitude", "--compressions", "2,4"
+        tmp_path, data_root, "--methods", "random,magnitude", "--compressions", "2,4", "--stack", "1"
     )
     real_train = pai.training.record.train
     calls = []

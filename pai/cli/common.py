@@ -109,6 +109,30 @@ def add_scheduler(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_stack(parser: argparse.ArgumentParser) -> None:
+    """`--stack K`: how many runs of the architecture train side by side in one loop."""
+    parser.add_argument(
+        "--stack",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="train up to K runs that differ only in seed, mask or start weights in one "
+        "stacked loop (pai.train_many), each exactly as alone; 1 trains one run at a time "
+        "(default: chosen by the device: on CUDA what the free memory holds, up to 64; on a "
+        "CPU 8 for nets without convolutions, 1 for conv nets); runs in a stack do not "
+        "checkpoint: a kill loses the stack in progress, every finished run is kept",
+    )
+
+
+def check_stack(args: argparse.Namespace) -> None:
+    """PaiError for `--stack K > 1` with `--scheduler`: a cluster's task is one run."""
+    if args.stack not in (None, 1) and args.scheduler is not None:
+        raise PaiError(
+            f"--stack {args.stack} stacks runs in this process; with --scheduler every run is "
+            "its own task: drop --stack (or give --stack 1)"
+        )
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     """`--device` (default: cuda when available, else cpu)."""
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")

@@ -18,6 +18,8 @@ from pai.cli.common import (
     add_model_and_dataset,
     add_scheduler,
     add_scoring_arguments,
+    add_stack,
+    check_stack,
     comma_list,
     compression_list,
     positive_int,
@@ -81,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "torch threads (for many-core CPUs; default 1)",
     )
     add_scheduler(parser)
+    add_stack(parser)
     add_training_arguments(parser)
     parser.set_defaults(func=run, methods_with_flags=add_method_options(parser))
 
@@ -149,6 +152,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    check_stack(args)
     config = compare_config(args)  # every name and number checked before torch is imported
     from pai.core.devices import resolve_device
     from pai.experiments.compare.run import run_comparison
@@ -169,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             scheduler=args.scheduler,
             checkpoint=checkpoint_policy(args),
+            stack=args.stack,
         )
     except RunsFailed as error:
         failed, table = error, error.result

@@ -13,6 +13,8 @@ import time
 from pai.cli.common import (
     add_model_and_dataset,
     add_scheduler,
+    add_stack,
+    check_stack,
     comma_list,
     compression_list,
     positive_int,
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="IMP runs for seeds --seed, --seed + 1, ... (default 1), each its own run",
     )
     add_scheduler(parser)
+    add_stack(parser)
     add_training_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from pai.search.imp import ImpConfig
 
     started = time.perf_counter()
+    check_stack(args)
     config = ImpConfig(
         model=args.model,
         dataset=args.dataset,
@@ -173,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             checkpoint=checkpoint_policy(args),
             scheduler=args.scheduler,
+            stack=args.stack,
         )
     except RunsFailed as error:
         failed, results = error, error.result

@@ -1,6 +1,8 @@
 """IMP over several seeds, in this process or as a graph of tasks on a dask.distributed cluster.
 
-Each seed is its own IMP run (`pai.search.imp`, model seed s). On a cluster every level and
+Each seed is its own IMP run (`pai.search.imp`, model seed s). In this process the seeds'
+levels train in lockstep, level L of every seed in one stacked loop (`pai.search.imp_lockstep`),
+unless the stack size is 1 (then seed after seed). On a cluster every level and
 every control is a task (`pai.experiments.executors`): level L after level L - 1 of its seed,
 a control after the level whose mask it ablates; the seeds' chains run side by side. Levels
 and controls already complete in the store are not submitted; workers write the store, and
@@ -19,7 +21,7 @@ import torch
 
 from pai.core.store import FILES, canonical
 from pai.experiments.executors import RunsFailed, Task, run_tasks
-from pai.search.imp import ImpConfig, ImpResult, ImpRun, run_imp
+from pai.search.imp import ImpConfig, ImpResult, ImpRun, imp_data, run_imp
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 
 
@@ -42,15 +44,19 @@ def run_imp_seeds(
     progress: bool | None = None,
     checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
     scheduler: str | None = None,
+    stack: int | None = None,
 ) -> list[ImpResult]:
     """Run (or resume) the IMP run of every seed in `seeds`; their results, in seed order.
 
-    Without `scheduler` the seeds run one after the other in this process (`run_imp`). With
-    it, one task per level and control runs on that cluster (`local:N`, an address, a
+    Without `scheduler` the seeds run in this process: level by level in stacks of up to
+    `stack` runs (None: the device's default), or with `stack` 1 one seed after the other
+    (`run_imp`, whose levels checkpoint as they train). With `scheduler`, one task per level and control runs on that cluster (`local:N`, an address, a
     scheduler file); runs that fail are reported by `RunsFailed` (its `result`: the results of
     the seeds that finished) once the others are done.
     """
     configs = seed_configs(config, seeds)
+    if scheduler is None and stack != 1 and len(configs) > 1:
+        return _run_in_lockstep(configs, out, data_root, device, progress, checkpoint, stack)
     if scheduler is None:
         return [
             run_imp(
@@ -82,6 +88,24 @@ def run_imp_seeds(
     if failures:
         raise RunsFailed(failures, result=results)
     return results
+
+
+def _run_in_lockstep(
+    configs: Sequence[ImpConfig],
+    out: str | Path,
+    data_root: str | Path | None,
+    device: torch.device | str | None,
+    progress: bool | None,
+    checkpoint: CheckpointPolicy | None,
+    stack: int | None,
+) -> list[ImpResult]:
+    """The IMP runs of `configs` (one per seed) trained level by level in stacks, then read."""
+    from pai.search.imp_lockstep import train_in_lockstep
+
+    data = imp_data(configs[0], None, data_root, device)
+    runs = [ImpRun(c, out, data, progress, checkpoint) for c in configs]
+    train_in_lockstep(runs, stack_size=stack)
+    return [run.run() for run in runs]
 
 
 def imp_tasks(

@@ -31,6 +31,7 @@ import logging
 import math
 import shutil
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from pai.search.ticket import SearchCost, Ticket
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from pai.training.config import TrainConfig
 from pai.training.loop import TrainResult, evaluate
-from pai.training.record import TRAINED_CONTENTS, train_into
+from pai.training.record import TRAINED_CONTENTS, TrainingJob, train_jobs
 from pai.training.schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -309,7 +310,7 @@ def imp_path(config: ImpConfig, out: str | Path) -> Path:
     return Path(out) / f"imp-{config_hash(config.identity())}"
 
 
-def _imp_data(config: ImpConfig, data, data_root: str | Path | None, device):
+def imp_data(config: ImpConfig, data, data_root: str | Path | None, device):
     """`data` checked against `config.train_per_class`, or the dataset loaded and cut."""
     from pai.data.loading import load_for_training
 
@@ -422,35 +423,47 @@ class ImpRun:
         Level `level - 1` must be complete. Training a level removes its controls and every
         later level: they were made from this level's earlier result.
         """
-        if self._level_sound(level):
-            return False
-        with self.level_run(level).claim():
-            if self._level_sound(level):  # trained by another process while this one waited
+        with ExitStack() as claims:
+            job = self.level_job(level, claims)
+            if job is None:
                 return False
-            self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.root / FILES.config, {"kind": "imp", **self.config.identity()})
-            for later in range(level, len(self.plan)):
-                for control in (*CONTROLS, *([None] if later > level else [])):
-                    shutil.rmtree(self.level_run(later, control).path, ignore_errors=True)
-            if level == 0:
-                self.model.load_state_dict(self._initial_state())
-                self._train_dense()
-                return True
-            masks = self._resume(level)
-            rewind = self._load(self.root / FILES.rewind) if self.config.reset == "rewind" else None
-            imp_loop(
-                self.model,
-                masks,
-                self.plan,
-                self._train_level,
-                rewind_state=rewind,
-                first_level=level,
-                last_level=level,
-                criterion=get_criterion(self.config.criterion or DEFAULT_CRITERION),
-                start_state=rewind if rewind is not None else self._initial_state(),
-                seed=self.config.model_seed,
-            )
+            train_jobs([job], self.data, progress=self.progress, checkpoint=self.checkpoint)
         return True
+
+    def level_job(self, level: int, claims: ExitStack) -> TrainingJob | None:
+        """Level `level` made ready to train (None: it is complete): claimed into `claims`,
+        the later levels and its controls removed, the model pruned and reset; the job's
+        `finish` marks it complete. Level `level - 1` must be complete."""
+        if self._level_sound(level):
+            return None
+        claims.enter_context(self.level_run(level).claim())
+        if self._level_sound(level):  # trained by another process while this one waited
+            return None
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.root / FILES.config, {"kind": "imp", **self.config.identity()})
+        for later in range(level, len(self.plan)):
+            for control in (*CONTROLS, *([None] if later > level else [])):
+                shutil.rmtree(self.level_run(later, control).path, ignore_errors=True)
+        if level == 0:
+            self.model.load_state_dict(self._initial_state())
+            dense = Masks.dense(self.model)
+            return self._job(self.level_run(0), self.model, dense, 0, (self.config.rewind,))
+        masks = self._resume(level)
+        rewind = self._load(self.root / FILES.rewind) if self.config.reset == "rewind" else None
+        jobs: list[TrainingJob] = []
+        imp_loop(
+            self.model,
+            masks,
+            self.plan,
+            lambda lv, pruned: jobs.append(self._job(self.level_run(lv), self.model, pruned, lv)),
+            rewind_state=rewind,
+            first_level=level,
+            last_level=level,
+            criterion=get_criterion(self.config.criterion or DEFAULT_CRITERION),
+            start_state=rewind if rewind is not None else self._initial_state(),
+            seed=self.config.model_seed,
+        )
+        return jobs[0]
 
     def _level_sound(self, level: int) -> bool:
         """Whether level `level` is complete and reads back (`Run.verified`, which moves a
@@ -476,15 +489,6 @@ class ImpRun:
     def _load(self, path: Path) -> dict[str, Tensor]:
         return torch.load(path, map_location=self.device, weights_only=True)
 
-    def _train_dense(self) -> Masks:
-        """Level 0: the dense network from its initialization; saves the rewinding weights."""
-        run = self.level_run(0)
-        result = self._train(run, self.model, Masks.dense(self.model), 0, (self.config.rewind,))
-        rewind = {k: v.cpu() for k, v in result.snapshots[self.config.rewind].items()}
-        atomic_torch_save(rewind, self.root / FILES.rewind)
-        run.finish()
-        return Masks.dense(self.model)
-
     def _resume(self, first: int) -> Masks:
         """The model and mask at the end of level `first - 1`, read back from its run."""
         last = self.level_run(first - 1).path
@@ -498,17 +502,33 @@ class ImpRun:
         net = build_model(self.config.model, self.config.dataset, seed=self.config.model_seed)
         return {k: v.to(self.device) for k, v in net.state_dict().items()}
 
-    def _train(
-        self, run: Run, net: nn.Module, masks: Masks, level: int, snapshot_at: tuple[str, ...] = ()
-    ) -> TrainResult:
-        """Train `net` from its current weights under `masks` into `run` (not finished yet);
-        the metrics include the accuracy of the start weights before any training."""
+    def _job(
+        self,
+        run: Run,
+        net: nn.Module,
+        masks: Masks,
+        level: int,
+        snapshot_at: tuple[str, ...] = (),
+        control: str | None = None,
+    ) -> TrainingJob:
+        """`net` (holding its start weights) to train under `masks` into `run`; the metrics
+        include the accuracy of the start weights before any training. Its `finish` saves
+        level 0's rewinding weights, marks the run complete and logs its accuracy."""
         resume = level > 0 and self.config.rewind_schedule == "resume"
         untrained = evaluate(net, self.data.test)[0]
-        return train_into(
+
+        def finish(result: TrainResult) -> None:
+            if level == 0:
+                rewind = result.snapshots[self.config.rewind]
+                atomic_torch_save({k: v.cpu() for k, v in rewind.items()}, self.root / FILES.rewind)
+            run.finish()
+            name = f"level {level}" + (f" {control}" if control else "")
+            accuracy = result.metrics["test_accuracy"]
+            log.info("%s: kept %d, test accuracy %.4f", name, masks.kept, accuracy)
+
+        return TrainingJob(
             run,
             net,
-            self.data,
             self.level_configs[level],
             masks=masks if level > 0 else None,  # level 0 is dense: nothing to enforce
             extra_metrics={
@@ -518,9 +538,8 @@ class ImpRun:
                 "untrained_test_accuracy": untrained,
             },
             snapshot_at=snapshot_at,
-            progress=self.progress,
             start_at=self.config.rewind if resume else "0it",
-            checkpoint=self.checkpoint,
+            finish=finish,
         )
 
     def _start_source(self, level: int) -> dict[str, Tensor]:
@@ -529,40 +548,38 @@ class ImpRun:
             return self._load(self.root / FILES.rewind)
         return self._load(self.level_run(level - 1).path / FILES.final)
 
-    def _train_level(self, level: int, masks: Masks) -> None:
-        run = self.level_run(level)
-        result = self._train(run, self.model, masks, level)
-        run.finish()
-        accuracy = result.metrics["test_accuracy"]
-        log.info("level %d: kept %d, test accuracy %.4f", level, masks.kept, accuracy)
-
     def train_control(self, level: int, control: str) -> bool:
         """Train `control` (`pai.search.ablations`) of level `level`, which must be complete,
         unless it is complete; whether it trained now."""
+        with ExitStack() as claims:
+            job = self.control_job(level, control, claims)
+            if job is None:
+                return False
+            train_jobs([job], self.data, progress=self.progress, checkpoint=self.checkpoint)
+        return True
+
+    def control_job(self, level: int, control: str, claims: ExitStack) -> TrainingJob | None:
+        """`control` of level `level` (complete) made ready to train, claimed into `claims`
+        (None: the control is complete)."""
         from pai.models import build_model
         from pai.search.ablations import ablate
 
         run = self.level_run(level, control)
         if run.verified(LEVEL_CONTENTS):
-            return False
-        with run.claim():
-            if run.verified(LEVEL_CONTENTS):  # trained by another process meanwhile
-                return False
-            path = self.level_run(level).path
-            masks = Masks.load(path / FILES.masks, map_location=self.device)
-            ticket = Ticket(
-                masks, self._load(path / FILES.start), source_state=self._start_source(level)
-            )
-            net = build_model(self.config.model, self.config.dataset, seed=self.config.model_seed)
-            net.to(self.device)
-            ablated = ablate(
-                ticket, control, net, seeds.ablation_seed(self.config.model_seed, level)
-            )
-            net.load_state_dict(ablated.state)
-            result = self._train(run, net, ablated.masks, level)
-            run.finish()
-        log.info("level %d %s: test accuracy %.4f", level, control, result.metrics["test_accuracy"])
-        return True
+            return None
+        claims.enter_context(run.claim())
+        if run.verified(LEVEL_CONTENTS):  # trained by another process meanwhile
+            return None
+        path = self.level_run(level).path
+        masks = Masks.load(path / FILES.masks, map_location=self.device)
+        ticket = Ticket(
+            masks, self._load(path / FILES.start), source_state=self._start_source(level)
+        )
+        net = build_model(self.config.model, self.config.dataset, seed=self.config.model_seed)
+        net.to(self.device)
+        ablated = ablate(ticket, control, net, seeds.ablation_seed(self.config.model_seed, level))
+        net.load_state_dict(ablated.state)
+        return self._job(run, net, ablated.masks, level, control=control)
 
 
 def run_imp(
@@ -584,7 +601,7 @@ def run_imp(
     set) is used as given; otherwise the dataset is loaded once onto `device`. `levels.csv`
     holds one row per level.
     """
-    data = _imp_data(config, data, data_root, device)
+    data = imp_data(config, data, data_root, device)
     return ImpRun(config, out, data, progress, checkpoint).run()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -120,6 +120,26 @@ class ImpSearch(TicketSearch):
     ) -> bool:
         run = self.imp_run(request, context, dense=stage.index == 0)
         return run.train_level(stage.index)
+
+    def prepare(
+        self,
+        requests: Sequence[SearchRequest],
+        context: SearchContext,
+        *,
+        stack_size: int | None = None,
+    ) -> None:
+        """The IMP runs of the requests' seeds trained level by level side by side, each up to
+        the level its requests' tickets are drawn from (`pai.search.imp_lockstep`)."""
+        from pai.search.imp_lockstep import train_in_lockstep
+
+        lasts: dict[int, tuple[ImpRun, int]] = {}
+        for request in requests:
+            run = self.imp_run(request, context)
+            _, last = lasts.get(id(run), (run, 0))
+            lasts[id(run)] = (run, max(last, run.level_for(request.compression)))
+        if len(lasts) > 1 and stack_size != 1:
+            runs, until = zip(*lasts.values(), strict=True)
+            train_in_lockstep(runs, until=until, stack_size=stack_size)
 
     def find(self, request: SearchRequest, context: SearchContext) -> Ticket:
         result = self.result(request, context)

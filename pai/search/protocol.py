@@ -11,7 +11,7 @@ dataclass (`Options`), from whose fields the command line grows `--<method>-<opt
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,6 +177,17 @@ class TicketSearch:
         """Compute `stage` of `stages(request, ...)` unless it is complete (the stages in its
         `after` are); whether it was computed now."""
         raise PaiError(f"{self.name!r} has no stages; got {stage.key!r}")
+
+    def prepare(
+        self,
+        requests: Sequence[SearchRequest],
+        context: SearchContext,
+        *,
+        stack_size: int | None = None,
+    ) -> None:
+        """Compute, side by side, the stages several requests' tickets share before they are
+        found one by one (IMP trains the levels of every seed in lockstep, in stacks of up to
+        `stack_size` runs; None: the device's default). Default: nothing to share."""
 
     def __repr__(self) -> str:
         return f"<ticket search {self.name!r}>"

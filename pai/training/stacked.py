@@ -686,6 +686,40 @@ def train_many(
     An architecture that cannot be stacked trains one run at a time, with a log line.
     """
     models = list(models)
+    runs = _checked_runs(models, masks, seeds, frozen, config)
+    if stack_size is not None and (not isinstance(stack_size, int) or stack_size < 1):
+        raise PaiError(f"stack size must be a whole number >= 1, got {stack_size!r}")
+    _check_same_architecture(models)
+    device = torch.device(device) if device is not None else data.train.x.device
+    for model, run_masks in zip(models, runs.masks, strict=True):
+        model.to(device)
+        if run_masks is not None:
+            run_masks.check_model(model)
+    runs = _Runs(
+        [m.to(device) if m is not None else None for m in runs.masks], runs.seeds, runs.frozen
+    )
+    size = _stack_size(models, data, config, device, stack_size)
+    if size > 1:
+        for model, run_masks, run_frozen in zip(models, runs.masks, runs.frozen, strict=True):
+            if run_masks is not None:
+                run_masks.apply(model)
+                if run_frozen is not None:
+                    hold_frozen(model, run_masks, run_frozen)
+    plan = _plan(data, config, snapshot_at, start_at, None)
+    train_args = {"snapshot_at": snapshot_at, "start_at": start_at}
+
+    def train_part(chunk: slice) -> list[TrainResult]:
+        if chunk.stop - chunk.start == 1:
+            return _train_alone(
+                models[chunk], data, config, runs.part(chunk), device, progress, train_args
+            )
+        return _train_stack(models[chunk], data, config, runs.part(chunk), plan, device, progress)
+
+    return _train_in_stacks(len(models), size, train_part, device, on_trained)
+
+
+def _checked_runs(models, masks, seeds, frozen, config: TrainConfig) -> _Runs:
+    """One mask, seed and frozen values per model (None: dense, `config.seed`, none)."""
     count = len(models)
     if not count:
         raise PaiError("train_many needs at least one model, got none")
@@ -699,64 +733,53 @@ def train_many(
             f"train_many got {count} models, {len(runs.masks)} masks, {len(runs.seeds)} seeds "
             f"and {len(runs.frozen)} frozen; give one of each (or None) per model"
         )
-    if stack_size is not None and (not isinstance(stack_size, int) or stack_size < 1):
-        raise PaiError(f"stack size must be a whole number >= 1, got {stack_size!r}")
-    _check_same_architecture(models)
-    device = torch.device(device) if device is not None else data.train.x.device
-    plan = _plan(data, config, snapshot_at, start_at, None)
-    train_args = {"snapshot_at": snapshot_at, "start_at": start_at}
-    for model, run_masks, run_frozen in zip(models, runs.masks, runs.frozen, strict=True):
-        model.to(device)
-        if run_masks is not None:
-            run_masks.check_model(model)
-        elif run_frozen is not None:
+    for run_masks, run_frozen in zip(runs.masks, runs.frozen, strict=True):
+        if run_masks is None and run_frozen is not None:
             raise PaiError("frozen values need masks; a run without masks got frozen values")
-    runs = _Runs(
-        [m.to(device) if m is not None else None for m in runs.masks], runs.seeds, runs.frozen
-    )
+    return runs
 
-    size = 1 if stack_size == 1 else count
-    if size > 1:
-        reason = _stacking_blocker(models, data)
-        if reason is not None:
-            log.warning(
-                "%s cannot be stacked: %s; training its %d runs one at a time",
-                type(models[0]).__name__,
-                reason,
-                count,
-            )
-            size = 1
-    if size > 1:
-        wanted = stack_size or default_stack_size(models[0], data, config, device)
-        size = min(wanted, _memory_limit(models[0], data, config, device))
-        if size < wanted:
-            log.warning("a stack of %d runs would not fit in memory; stacking %d", wanted, size)
-        for model, run_masks, run_frozen in zip(models, runs.masks, runs.frozen, strict=True):
-            if run_masks is not None:
-                run_masks.apply(model)
-                if run_frozen is not None:
-                    hold_frozen(model, run_masks, run_frozen)
 
+def _stack_size(models, data, config: TrainConfig, device, wanted: int | None) -> int:
+    """The runs per stack: 1 when asked or when the models cannot be stacked (with a log line
+    saying why), else `wanted` (default `default_stack_size`) within the free memory."""
+    if wanted == 1 or len(models) == 1:
+        return 1
+    reason = _stacking_blocker(models, data)
+    if reason is not None:
+        name = type(models[0]).__name__
+        log.warning("%s cannot be stacked: %s; training its %d runs one at a time", name,
+                    reason, len(models))  # fmt: skip
+        return 1
+    wanted = wanted or default_stack_size(models[0], data, config, device)
+    size = min(wanted, _memory_limit(models[0], data, config, device))
+    if size < wanted:
+        log.warning("a stack of %d runs would not fit in memory; stacking %d", wanted, size)
+    return size
+
+
+def _train_in_stacks(
+    count: int,
+    size: int,
+    train_part: Callable[[slice], list[TrainResult]],
+    device: torch.device,
+    on_trained: Callable[[int, TrainResult], None] | None,
+) -> list[TrainResult]:
+    """Runs 0 to `count` - 1 trained by `train_part` in consecutive stacks of `size`; an
+    out-of-memory error halves the stack and retries once, with a log line."""
     results: list[TrainResult] = []
     retried = False
     while len(results) < count:
-        chunk = slice(len(results), len(results) + size)
-        group = models[chunk]
+        chunk = slice(len(results), min(count, len(results) + size))
         try:
-            if len(group) == 1:
-                trained = _train_alone(
-                    group, data, config, runs.part(chunk), device, progress, train_args
-                )
-            else:
-                trained = _train_stack(
-                    group, data, config, runs.part(chunk), plan, device, progress
-                )
+            trained = train_part(chunk)
         except torch.OutOfMemoryError:
-            if retried or len(group) == 1:
+            if retried or chunk.stop - chunk.start == 1:
                 raise
-            retried, size = True, -(-len(group) // 2)
+            retried, size = True, -(-(chunk.stop - chunk.start) // 2)
             log.warning(
-                "out of memory in a stack of %d runs; retrying in stacks of %d", len(group), size
+                "out of memory in a stack of %d runs; retrying in stacks of %d",
+                chunk.stop - chunk.start,
+                size,
             )
             if device.type == "cuda":
                 torch.cuda.empty_cache()

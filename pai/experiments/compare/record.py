@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from pai.pruning.masks import Masks
 from pai.report.schema import DENSE, EXTRA_COLUMNS, RUN_COLUMNS
 from pai.search.ticket import Ticket
 from pai.training.loop import evaluate
-from pai.training.record import TRAINED_CONTENTS, copy_training, train_into
+from pai.training.record import TRAINED_CONTENTS, TrainingJob, copy_training
 
 # What a complete comparison run must hold: its training, its mask and its row (every column
 # the tables group and report by; columns added to rows since are read when present).
@@ -47,8 +47,16 @@ def collapse_facts(model: nn.Module, masks: Masks) -> dict[str, Any]:
     }
 
 
-def train_ticket(spec: RunSpec, ticket: Ticket, finder: TicketFinder, run: Run) -> dict[str, Any]:
-    """Train `ticket` (or copy its stored training) into `run`, write its row, return it.
+def ticket_job(
+    spec: RunSpec,
+    ticket: Ticket,
+    finder: TicketFinder,
+    run: Run,
+    on_row: Callable[[dict[str, Any]], None],
+) -> TrainingJob | None:
+    """`ticket` made ready to train into `run`; its `finish` writes the run's row, finishes the
+    run and passes the row to `on_row`. None when the ticket's training is stored already: it
+    is copied and the row written here.
 
     `untrained_test_accuracy` is the test accuracy of the ticket's start weights (masked, or
     holding their frozen values) before any training: the supermask accuracy of its mask.
@@ -57,21 +65,32 @@ def train_ticket(spec: RunSpec, ticket: Ticket, finder: TicketFinder, run: Run) 
     model = finder.build(spec)
     facts = collapse_facts(model, masks)
     model.load_state_dict(ticket.state)
-    untrained = evaluate(model.to(finder.context.device), finder.context.data.test)[0]
+    model.to(finder.context.device)
+    untrained = evaluate(model, finder.context.data.test)[0]
+    facts = {**facts, "untrained_test_accuracy": untrained}
     if ticket.trained is not None:
         metrics = copy_training(run, ticket.trained.path, masks)
-    else:
-        metrics = train_into(
-            run,
-            model,
-            finder.context.data,
-            spec.train,
-            masks=None if spec.method == DENSE else masks,
-            device=finder.context.device,
-            progress=finder.context.progress,
-            checkpoint=finder.context.checkpoint,
-            frozen=ticket.frozen,
-        ).metrics
+        on_row(_finish_row(spec, ticket, masks, facts, metrics, run))
+        return None
+    return TrainingJob(
+        run,
+        model,
+        spec.train,
+        masks=None if spec.method == DENSE else masks.to(finder.context.device),
+        frozen=ticket.frozen,
+        finish=lambda result: on_row(_finish_row(spec, ticket, masks, facts, result.metrics, run)),
+    )
+
+
+def _finish_row(
+    spec: RunSpec,
+    ticket: Ticket,
+    masks: Masks,
+    facts: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    run: Run,
+) -> dict[str, Any]:
+    """The row of `spec`'s run, written into it, the run marked complete."""
     row = {
         "method": spec.method,
         "variant": spec.variant,
@@ -99,7 +118,7 @@ def train_ticket(spec: RunSpec, ticket: Ticket, finder: TicketFinder, run: Run) 
         "reused_training": ticket.trained is not None,
         "options": json.dumps(canonical(spec.options or {}), sort_keys=True),
         "run_dir": run.path.name,
-        "untrained_test_accuracy": untrained,
+        "untrained_test_accuracy": facts["untrained_test_accuracy"],
     }
     run.write_json(FILES.row, row)
     run.finish()

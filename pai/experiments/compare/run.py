@@ -27,7 +27,7 @@ from pai.core.errors import PaiError
 from pai.experiments.compare.config import CompareConfig, RunSpec
 from pai.experiments.compare.plan import plan_runs, run_for
 from pai.experiments.compare.record import COMPARE_CONTENTS, write_runs_csv
-from pai.experiments.compare.tasks import compute_run
+from pai.experiments.compare.tasks import compute_runs
 from pai.experiments.compare.tickets import TicketFinder
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 
@@ -54,15 +54,20 @@ def train_runs(
     after_each: Callable[[], object] | None = None,
     data=None,
     checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
+    stack: int | None = None,
 ) -> None:
-    """Find and train the tickets of `pending` in order, in this process, into `store`.
+    """Find and train the tickets of `pending` in plan order, in this process, into `store`.
 
-    `after_each()` runs after every finished run (the caller rebuilds its tables there).
-    `data` is the dataset as `check_runnable` loaded it onto `device` (None: loaded here).
-    A run another process finished meanwhile is read, not trained (`compute_run`).
+    Runs train side by side in stacks of up to `stack` consecutive runs (None: the device's
+    default, `pai.training.stacked.default_stack_size`; 1: one at a time, checkpointing), and
+    the searches first compute together what several runs share (IMP's levels of every seed
+    in lockstep). `after_each()` runs after every stack (the caller rebuilds its tables
+    there). `data` is the dataset as `check_runnable` loaded it onto `device` (None: loaded
+    here). A run another process finished meanwhile is read, not trained (`compute_runs`).
     """
     from pai.core.devices import resolve_device
     from pai.data.loading import load_for_training
+    from pai.training.stacked import default_stack_size
 
     show = sys.stderr.isatty() if progress is None else progress
     device = resolve_device(device)
@@ -73,17 +78,21 @@ def train_runs(
     finder = TicketFinder(
         config, data, store, device=device, progress=progress, checkpoint=checkpoint
     )
+    size = stack or default_stack_size(finder.build(pending[0]), data, config.train, device)
+    finder.prepare(pending, stack_size=size)
     bar = tqdm(total=len(pending), unit="run", disable=not show, dynamic_ncols=True)
     with bar:
-        for index, spec in enumerate(pending, start=1):
-            bar.set_description(spec.label)
+        for first in range(0, len(pending), size):
+            chunk = pending[first : first + size]
+            bar.set_description(chunk[0].label if len(chunk) == 1 else f"{len(chunk)} runs")
             started = time.perf_counter()
-            row, _ = compute_run(spec, finder, store)
+            rows = compute_runs(chunk, finder, store, stack_size=size)
             if after_each is not None:
                 after_each()
-            log.info("%s done in %.1f s", spec.label, time.perf_counter() - started)
-            tqdm.write(_row_line(index, len(pending), spec.label, row), file=sys.stderr)
-            bar.update(1)
+            log.info("%d runs done in %.1f s", len(chunk), time.perf_counter() - started)
+            for index, (spec, (row, _)) in enumerate(zip(chunk, rows, strict=True), first + 1):
+                tqdm.write(_row_line(index, len(pending), spec.label, row), file=sys.stderr)
+            bar.update(len(chunk))
 
 
 def _train_in_worker(
@@ -94,6 +103,7 @@ def _train_in_worker(
     device: str | None,
     threads: int,
     checkpoint: CheckpointPolicy | None,
+    stack: int | None,
 ) -> None:
     """One worker process of `run_comparison(jobs > 1)`: one seed's runs, `threads` threads."""
     torch.set_num_threads(threads)
@@ -105,6 +115,7 @@ def _train_in_worker(
         device=device,
         progress=False,
         checkpoint=checkpoint,
+        stack=stack,
     )
 
 
@@ -145,13 +156,22 @@ def _train_on_cluster(
     return run_tasks(tasks, scheduler, on_done=report, progress=progress)
 
 
-def _check_parallel(config: CompareConfig, jobs: int, scheduler: str | None = None) -> None:
-    """PaiError for an engine that cannot run `config`: bad jobs, jobs with a scheduler, an
-    unreachable scheduler, or a scorer registered in this process only."""
+def _check_parallel(
+    config: CompareConfig, jobs: int, scheduler: str | None = None, stack: int | None = None
+) -> None:
+    """PaiError for an engine that cannot run `config`: bad jobs or stack, jobs or a stack with
+    a scheduler, an unreachable scheduler, or a scorer registered in this process only."""
     from pai.pruning.registry import IN_PROCESS, scorer_entries
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise PaiError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    if stack is not None and (isinstance(stack, bool) or not isinstance(stack, int) or stack < 1):
+        raise PaiError(f"stack must be a whole number >= 1 (or None), got {stack!r}")
+    if stack not in (None, 1) and scheduler is not None:
+        raise PaiError(
+            f"stack={stack} stacks runs in this process; with scheduler {scheduler!r} every run "
+            "is its own task: give stack=None or 1"
+        )
     if scheduler is not None:
         from pai.experiments.executors import check_scheduler
 
@@ -203,6 +223,7 @@ def _train_in_workers(
     device: str | None,
     jobs: int,
     checkpoint: CheckpointPolicy | None,
+    stack: int | None,
 ) -> None:
     """`pending` trained by up to `jobs` joblib worker processes, one seed's runs per worker."""
     from joblib import Parallel, delayed
@@ -213,7 +234,9 @@ def _train_in_workers(
     workers = min(jobs, len(by_seed))
     threads = max(1, (os.cpu_count() or 1) // workers)
     Parallel(n_jobs=workers, prefer="processes")(
-        delayed(_train_in_worker)(config, runs, store, data_root, device, threads, checkpoint)
+        delayed(_train_in_worker)(
+            config, runs, store, data_root, device, threads, checkpoint, stack
+        )
         for runs in by_seed.values()
     )
 
@@ -241,6 +264,7 @@ def run_comparison(
     jobs: int = 1,
     scheduler: str | None = None,
     checkpoint: CheckpointPolicy | None = DEFAULT_POLICY,
+    stack: int | None = None,
 ) -> pd.DataFrame:
     """Run every run of `config` not yet complete; write the tables and the figure into `out`.
 
@@ -260,13 +284,15 @@ def run_comparison(
     must be a path every worker sees, and the workers choose their device (`device`, if given,
     is passed to them; None: CUDA where they have it). Runs that raise are reported at the
     end by `executors.RunsFailed`, raised once the tables of the others are written.
-    `checkpoint` is how every run checkpoints as it trains (None: never).
+    `checkpoint` is how every run checkpoints as it trains (None: never). `stack` bounds how
+    many runs train side by side in one loop, in this process or a joblib worker (`train_runs`;
+    None: the device's default; 1: one at a time); a cluster's task is one run.
     """
     from pai.core.devices import resolve_device
 
     out = Path(out)
     store = Path(store) if store is not None else out / "runs"
-    _check_parallel(config, jobs, scheduler)
+    _check_parallel(config, jobs, scheduler, stack)
     specs = plan_runs(config)
     pending = [spec for spec in specs if not run_for(spec, store).verified(COMPARE_CONTENTS)]
     data = None
@@ -294,9 +320,11 @@ def run_comparison(
             after_each = lambda: write_runs_csv(specs, store, out)  # noqa: E731
             train_runs(config, pending, store, data_root=data_root, device=device,
                        progress=progress, after_each=after_each, data=data,
-                       checkpoint=checkpoint)  # fmt: skip
+                       checkpoint=checkpoint, stack=stack)  # fmt: skip
         elif pending:
-            _train_in_workers(config, pending, store, data_root, device_name, jobs, checkpoint)
+            _train_in_workers(
+                config, pending, store, data_root, device_name, jobs, checkpoint, stack
+            )
     finally:
         table = write_runs_csv(specs, store, out)
     _write_summary_and_figure(config, table, out)

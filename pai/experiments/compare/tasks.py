@@ -17,18 +17,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from pai.core.store import FILES, canonical, config_hash
 from pai.experiments.compare.config import CompareConfig, RunSpec
 from pai.experiments.compare.plan import run_for
-from pai.experiments.compare.record import COMPARE_CONTENTS, train_ticket
+from pai.experiments.compare.record import COMPARE_CONTENTS, ticket_job
 from pai.experiments.compare.tickets import TicketFinder
 from pai.experiments.executors import Task
 from pai.report.schema import DENSE, ORIGINAL
 from pai.search.protocol import SearchStage
 from pai.training.checkpoint import CheckpointPolicy
+from pai.training.record import train_jobs
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +40,46 @@ ABLATED: tuple[str, ...] = ("shuffle", "reinit")
 
 
 def compute_run(spec: RunSpec, finder: TicketFinder, store: Path) -> tuple[dict[str, Any], bool]:
-    """The row of `spec`'s run and whether it was trained now (False: found complete).
+    """The row of `spec`'s run and whether it was trained now (False: found complete)."""
+    return compute_runs([spec], finder, store, stack_size=1)[0]
 
-    The run is claimed (`Run.claim`) before it is trained and looked at again once claimed:
-    another process may have finished it meanwhile.
+
+def compute_runs(
+    specs: Sequence[RunSpec], finder: TicketFinder, store: Path, *, stack_size: int | None
+) -> list[tuple[dict[str, Any], bool]]:
+    """The row of each of `specs`' runs and whether it was trained now (False: found
+    complete), those to train trained side by side in stacks of up to `stack_size` runs
+    (None: the device's default; `pai.training.record.train_jobs`).
+
+    Each run is claimed (`Run.claim`) before its ticket is found and looked at again once
+    claimed: another process may have finished it meanwhile. The claims are held until the
+    stack ends; each run is complete as soon as its stack ends.
     """
-    run = run_for(spec, store)
-    if run.verified(COMPARE_CONTENTS):
-        return run.read_json(FILES.row), False
-    with run.claim():
-        if run.verified(COMPARE_CONTENTS):
-            return run.read_json(FILES.row), False
-        return train_ticket(spec, finder.find(spec), finder, run), True
+    results: dict[int, tuple[dict[str, Any], bool]] = {}
+    jobs = []
+    with ExitStack() as claims:
+        for index, spec in enumerate(specs):
+            run = run_for(spec, store)
+            if not run.verified(COMPARE_CONTENTS):
+                claims.enter_context(run.claim())
+            if run.verified(COMPARE_CONTENTS):
+                results[index] = (run.read_json(FILES.row), False)
+                continue
+
+            def on_row(row: dict[str, Any], index: int = index) -> None:
+                results[index] = (row, True)
+
+            job = ticket_job(spec, finder.find(spec), finder, run, on_row)
+            jobs += [job] if job is not None else []
+        context = finder.context
+        train_jobs(
+            jobs,
+            context.data,
+            progress=context.progress,
+            checkpoint=context.checkpoint,
+            stack_size=stack_size,
+        )
+    return [results[index] for index in range(len(specs))]
 
 
 # One ticket finder per worker process: its dataset on the device and its caches (scoring

@@ -8,7 +8,7 @@ method's own dense training under the same budget when it made one (IMP's level 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,17 @@ class TicketFinder:
         from pai.models import build_model
 
         return build_model(self.config.model, self.config.dataset, seed=seeds.model_init(spec.seed))
+
+    def prepare(self, specs: Sequence[RunSpec], *, stack_size: int | None = None) -> None:
+        """Let each method compute, side by side, what the tickets of `specs` share before they
+        are found one by one (`TicketSearch.prepare`: IMP's levels of every seed in lockstep)."""
+        requests: dict[str, list[SearchRequest]] = {}
+        for spec in specs:
+            if spec.method != DENSE and spec.variant != "invert":
+                requests.setdefault(spec.method, []).append(self.request(spec))
+        for method, wanted in requests.items():
+            search, _ = self.searches[method]
+            search.prepare(wanted, self.context, stack_size=stack_size)
 
     def find(self, spec: RunSpec) -> Ticket:
         """The ticket of `spec`: its method's original ticket, transformed by its variant."""
