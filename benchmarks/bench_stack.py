@@ -254,8 +254,8 @@ def report(setting: Setting, device, table: pd.DataFrame, candidates: pd.DataFra
         lines += [
             "",
             "Seconds per step (forward, backward, SGD step) of a stack built each way: pai's "
-            "stacked module with batched kernels (grouped convolutions, a batched matmul for "
-            "the Linear weight gradients) or with the solo kernels once per run (what a CPU "
+            "stacked module with batched kernels (grouped convolutions, batched matmuls for "
+            "the Linear layers and their gradients) or with the solo kernels once per run (what a CPU "
             "gets, `BATCHED_KERNELS`), and `torch.func.stack_module_state` + "
             "`vmap(functional_call)`:",
             "",

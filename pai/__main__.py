@@ -4,19 +4,31 @@ Ctrl-C while the command line is still being imported is answered as it is later
 exit code 130): from then on `pai.cli.main` answers it, for its imports too.
 """
 
+import os
 import sys
 
 from pai.core.errors import INTERRUPTED
 
 
 def main() -> int:
-    """Import the command line and run it on `sys.argv`; its exit code."""
+    """Import the command line and run it on `sys.argv`; its exit code.
+
+    An interrupted command exits 130 at once: CPython ends a process whose KeyboardInterrupt
+    passed through C code running Python (an interrupted import can) by SIGINT at shutdown,
+    even when the interrupt was caught, and the caller would see a signal, not exit code 130.
+    """
     try:
         from pai.cli import main as run_command_line
+
+        code = run_command_line()
     except KeyboardInterrupt:
         print(f"pai: {INTERRUPTED}", file=sys.stderr)
-        return 130
-    return run_command_line()
+        code = 130
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return code
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def test_metrics_record_how_many_runs_shared_the_loop(comparisons):
 def test_imp_levels_of_several_seeds_in_lockstep_equal_seed_after_seed(tmp_path, data_root):
     one, many = tmp_path / "one", tmp_path / "many"
     assert main(_imp(one, data_root, "--stack", "1")) == 0
-    assert main(_imp(many, data_root)) == 0
+    assert main(_imp(many, data_root, "--stack", "8")) == 0
     roots = sorted(p.name for p in one.glob("imp-*"))
     assert roots == sorted(p.name for p in many.glob("imp-*")) and len(roots) == 3
     exact = ["kept", "test_accuracy", "reinit_test_accuracy", "shuffle_test_accuracy"]

@@ -119,7 +119,7 @@ def add_stack(parser: argparse.ArgumentParser) -> None:
         help="train up to K runs that differ only in seed, mask or start weights in one "
         "stacked loop (pai.train_many), each exactly as alone; 1 trains one run at a time "
         "(default: chosen by the device: on CUDA what the free memory holds, up to 64; on a "
-        "CPU 8 for nets without convolutions, 1 for conv nets); runs in a stack do not "
+        "CPU 4 for nets without convolutions, 1 for conv nets); runs in a stack do not "
         "checkpoint: a kill loses the stack in progress, every finished run is kept",
     )
 

@@ -21,14 +21,29 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, PercentFormatter
 
 from pai.core.atomic import atomic_write
 from pai.report.schema import DENSE, IMP, ORIGINAL
 
-VARIANT_STYLES = {"shuffle": ":", "reinit": "-.", "invert": "--"}
-VARIANT_MARKERS = {"shuffle": "s", "reinit": "^", "invert": "v"}
-VARIANT_COLORS = {"shuffle": "#8c564b", "reinit": "#e377c2", "invert": "#7f7f7f"}
+# The sanity checks' (color, line style, marker); every other variant (the weight variants
+# and perturbations) gets one of `OTHER_MARKERS` in a color of its own, in order of first use.
+VARIANT_LOOKS = {
+    "shuffle": ("#8c564b", ":", "s"),
+    "reinit": ("#e377c2", "-.", "^"),
+    "invert": ("#7f7f7f", "--", "v"),
+}
+OTHER_MARKERS = ("D", "P", "X", "*", "h", "<", ">", "p", "d", "H", "8", "1")
+
+
+def _variant_looks(variants: list[str]) -> dict[str, tuple[object, str, str]]:
+    """(color, line style, marker) of each variant, distinct for up to 12 others."""
+    others = [v for v in variants if v not in VARIANT_LOOKS]
+    palette = sns.color_palette("husl", n_colors=max(len(others), 1))
+    looks = {v: VARIANT_LOOKS[v] for v in variants if v in VARIANT_LOOKS}
+    for index, variant in enumerate(others):
+        looks[variant] = (palette[index], ":", OTHER_MARKERS[index % len(OTHER_MARKERS)])
+    return looks
 
 
 def _colors(methods: list[str]) -> dict[str, object]:
@@ -125,7 +140,7 @@ def _format_axis(ax, compressions: list[float], *, small: bool = False) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_xlabel("compression" if small else "compression (prunable / kept weights, log scale)")
     ax.set_ylabel("test accuracy")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:.0f}%"))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))  # decimals as the range needs
     if small:
         labelled = _spread_out(compressions)
         ax.xaxis.set_major_formatter(
@@ -204,6 +219,7 @@ def _draw_originals(main, pruned, dense, methods, colors, compressions) -> None:
 def _draw_checks(bottom, pruned, dense, checked, colors, compressions) -> None:
     """One panel per method with sanity checks: its original beside each ablated variant."""
     variants = [v for v in dict.fromkeys(pruned["variant"]) if v != ORIGINAL]
+    looks = _variant_looks(variants)
     rows = math.ceil(len(checked) / 4)
     columns = math.ceil(len(checked) / rows)
     axes = bottom.subplots(rows, columns, sharey=True, squeeze=False).flatten()
@@ -216,9 +232,7 @@ def _draw_checks(bottom, pruned, dense, checked, colors, compressions) -> None:
             if variant == ORIGINAL:
                 _draw_method(ax, group, colors[method], "-", "o", None, linewidth=2.2)
             else:
-                color = VARIANT_COLORS.get(variant, "0.4")
-                style, marker = VARIANT_STYLES.get(variant, ":"), VARIANT_MARKERS.get(variant)
-                _draw_method(ax, group, color, style, marker, None)
+                _draw_method(ax, group, *looks[variant], None)
         _draw_collapsed(ax, pruned[pruned["method"] == method], colors)
         _format_axis(ax, compressions, small=True)
         ax.set_title(method, fontsize="medium")
@@ -229,14 +243,7 @@ def _draw_checks(bottom, pruned, dense, checked, colors, compressions) -> None:
     legend = [Line2D([], [], color="0.45", linewidth=1.2, label="dense")]
     legend += [Line2D([], [], color="0.2", linewidth=2.2, marker="o", label="original")]
     legend += [
-        Line2D(
-            [],
-            [],
-            color=VARIANT_COLORS.get(v, "0.4"),
-            linestyle=VARIANT_STYLES.get(v, ":"),
-            marker=VARIANT_MARKERS.get(v),
-            label=v,
-        )
+        Line2D([], [], color=looks[v][0], linestyle=looks[v][1], marker=looks[v][2], label=v)
         for v in variants
     ]
     bottom.legend(handles=legend, loc="outside right center", fontsize="small")

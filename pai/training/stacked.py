@@ -7,23 +7,27 @@ the permutation of every epoch, then each batch's augmentation, as `Split.batche
 its own optimizer state, BatchNorm statistics, evaluations and history. The K runs share the
 learning rate of every step because they share the config apart from the seed.
 
-How the runs are stacked: every parameter and buffer gets a leading run dimension and each
-layer computes all K runs in one call, Linear as one batched matmul (`baddbmm`), Conv2d as one
-grouped convolution (K times its groups), BatchNorm2d as one batch norm over K x C channels
-(each channel's statistics, running ones included, are its run's own). Activations are
-(N, K*C, H, W) for images and (K, N, F) after the flatten. The other candidate,
+How the runs are stacked: every parameter and buffer gets a leading run dimension. Where the
+device batches kernels (`BATCHED_KERNELS`: CUDA) each layer computes all K runs in one call,
+Linear as one batched matmul (`baddbmm`), Conv2d as one grouped convolution (K times its
+groups); BatchNorm2d is always one batch norm over K x C channels (each channel's statistics,
+running ones included, are its run's own). Activations are (N, K*C, H, W) for images and
+(K, N, F) after the flatten. The other candidate,
 `torch.func.stack_module_state` with `vmap(functional_call)`, keeps BatchNorm's running
 statistics too when the stacked buffers go through `functional_call` (vmap updates them in
 place), but its linear layer rounds differently from one run's `addmm`.
 
 Equivalence: the stacked Linear is differentiated as `addmm` differentiates one run's
-`F.linear` (dW = g^T x, dx = g W), and on a CPU (`BATCHED_KERNELS`) each run's convolutions
-and Linear weight gradients are computed by the solo run's own kernels, once per run; the
-shared batched matmuls round as `addmm` does. 50 steps of lenet300, conv2, vgg11 and resnet20
-with SGD or Adam then end bit for bit where the solo runs end, with the default kernels and
-threads (`tests/test_stacked.py`). The batched kernels CUDA uses (grouped convolutions, one
-batched matmul for the weight gradients) round like the solo ones only with one thread and
-oneDNN off; with bf16 autocast on CUDA no two kernels need agree beyond bf16 rounding.
+`F.linear` (dW = g^T x, dx = g W). On a CPU (`BATCHED_KERNELS`) every layer computes each run
+by the solo run's own kernels (an `addmm` and two `mm`s per run for a Linear, one convolution
+per run), and evaluation runs each run's own model: 50 steps of lenet300, conv2, vgg11 and
+resnet20 with SGD or Adam then end bit for bit where the solo runs end, at any thread count
+(`tests/test_stacked.py`). What a CPU stack saves is the rest: one optimizer step, one mask
+step and one data gather for all runs. The batched kernels CUDA uses (a batched matmul for
+the Linear layers, grouped convolutions) round like the solo ones only with one thread and
+oneDNN off (with two threads a lenet300 run trained 50 steps by Adam drifts 5e-5 relative
+from its solo run); with bf16 autocast on CUDA no two kernels need agree beyond bf16
+rounding.
 
 One optimizer over the stacked tensors is the K solo optimizers: SGD (momentum, Nesterov,
 weight decay) and Adam are elementwise, Adam's bias correction depends only on the step count,
@@ -66,6 +70,7 @@ from pai.training.loop import (
     _Plan,
     _plan,
     _progress_bar,
+    evaluate,
     train,
 )
 from pai.training.masked_step import MaskedStep, hold_frozen
@@ -74,7 +79,7 @@ from pai.training.schedule import make_optimizer, make_scheduler
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1000  # examples per evaluation batch of one run, as `evaluate` uses
-CPU_STACK_SIZE = 8  # for nets without convolutions: the best aggregate rate on a 2-core CPU
+CPU_STACK_SIZE = 4  # for nets without convolutions: the best aggregate rate on a 2-core CPU
 MAX_STACK_SIZE = 64  # the largest stack benchmarked; larger ones lose more to a kill -9
 MEMORY_HEADROOM = 0.8  # the share of free device memory a stack may plan to use
 # Whether stacked layers run one batched kernel for all K runs on a device type: a grouped
@@ -111,6 +116,11 @@ class _BatchedLinear(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        if not BATCHED_KERNELS.get(x.device.type, True):  # each run by its solo `addmm`
+            if bias is None:
+                return torch.stack([xs.mm(w.t()) for xs, w in zip(x, weight, strict=True)])
+            runs = zip(bias, x, weight, strict=True)
+            return torch.stack([torch.addmm(b, xs, w.t()) for b, xs, w in runs])
         if bias is None:
             return torch.bmm(x, weight.transpose(1, 2))
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
@@ -118,10 +128,15 @@ class _BatchedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        grad_weight = None
+        batched = BATCHED_KERNELS.get(grad.device.type, True)
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            if batched:
+                grad_x = torch.bmm(grad, weight)
+            else:
+                grad_x = torch.stack([g.mm(w) for g, w in zip(grad, weight, strict=True)])
         if ctx.needs_input_grad[1]:
-            if BATCHED_KERNELS.get(grad.device.type, True):
+            if batched:
                 grad_weight = torch.bmm(grad.transpose(1, 2), x)
             else:
                 grad_weight = torch.stack([g.t().mm(xs) for g, xs in zip(grad, x, strict=True)])
@@ -384,9 +399,19 @@ class _Stack:
         return losses.detach()
 
     @torch.no_grad()
-    def evaluate(self, split, batch_size: int) -> list[tuple[float, float]]:
+    def evaluate(
+        self, split, batch_size: int, models: Sequence[nn.Module]
+    ) -> list[tuple[float, float]]:
         """Each run's top-1 accuracy and mean cross-entropy on `split`, as `evaluate` defines
-        them (per-batch float32 loss sums, accumulated in float64)."""
+        them (per-batch float32 loss sums, accumulated in float64).
+
+        Where the device computes runs by their solo kernels (`BATCHED_KERNELS` off: a CPU),
+        each run's weights are written into its own model and `evaluate` runs it, which is
+        faster there than the stacked forward and gives exactly the solo numbers.
+        """
+        if not BATCHED_KERNELS.get(split.x.device.type, True):
+            self.write_back(models)
+            return [evaluate(model, split) for model in models]
         self.module.eval()
         device = split.x.device
         correct = torch.zeros(self.runs, dtype=torch.int64, device=device)
@@ -557,7 +582,8 @@ def _train_stack(
                 snapshot(iteration)
                 if iteration % plan.eval_every == 0 or iteration == plan.total:
                     lr = stack.optimizer.param_groups[0]["lr"]
-                    record.record(iteration, lr, lambda: stack.evaluate(data.test, eval_batch))
+                    evaluations = lambda: stack.evaluate(data.test, eval_batch, models)  # noqa: E731
+                    record.record(iteration, lr, evaluations)
                     accuracy = sum(rows[-1]["test_accuracy"] for rows in record.rows) / count
                     bar.set_postfix(runs=count, mean_acc=f"{accuracy:.4f}")
                 if iteration == plan.total:
@@ -629,7 +655,7 @@ def default_stack_size(
     On CUDA: as many as fit in `MEMORY_HEADROOM` of the free memory given the measured
     footprint of one run (one training step of a stack of two), at most `MAX_STACK_SIZE`. On a
     CPU, as measured by `benchmarks/bench_stack.py` on a 2-core CPU: `CPU_STACK_SIZE` for a
-    net without convolutions (lenet300's aggregate rate peaks there, about 1.7x one run after
+    net without convolutions (lenet300's aggregate rate peaks there, about 1.2x one run after
     another; the arithmetic, which stacking does not reduce, bounds it), 1 for a net with
     convolutions, whose stacks were slower there than one run after another at every K.
     """
