@@ -382,6 +382,10 @@ class _Stack:
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
         """Each run's mean cross-entropy on its batch: x (N, K*C, H, W), y (K, N) -> (K,)."""
         logits = self.module(x)
+        if not BATCHED_KERNELS.get(logits.device.type, True):  # as each solo run averages
+            return torch.stack(
+                [F.cross_entropy(out, ys) for out, ys in zip(logits, y, strict=True)]
+            )
         runs, n, classes = logits.shape
         per_example = F.cross_entropy(
             logits.reshape(runs * n, classes), y.reshape(-1), reduction="none"
