@@ -158,6 +158,16 @@ def scope(text: str) -> str:
     return text
 
 
+def step(text: str) -> str:
+    """argparse type: a training step (`0`, `500`, `500it`, `2ep`), canonical."""
+    from pai.core.steps import Step
+
+    try:
+        return Step.canonical(text)
+    except PaiError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     try:

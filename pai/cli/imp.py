@@ -20,6 +20,7 @@ from pai.cli.common import (
     positive_int,
     pruning_rate,
     scope,
+    step,
 )
 from pai.cli.train import add_training_arguments, checkpoint_policy, training_config
 from pai.pruning.criteria import DEFAULT_CRITERION, available_criteria, criterion_entries
@@ -104,6 +105,7 @@ def _add_reset_flags(parser: argparse.ArgumentParser) -> None:
     """What survivors are reset to between levels, and by which criterion a level prunes."""
     parser.add_argument(
         "--rewind",
+        type=step,
         default="0",
         metavar="STEP",
         help="step of the dense run survivors are reset to: 0, 500 or 500it (iterations), 2ep",
