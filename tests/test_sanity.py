@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import pai
-from pai.pruning.masks import Masks, kept_count
 from pai.pruning.driver import compute_scores, prune
+from pai.pruning.masks import Masks, kept_count
 from pai.pruning.sanity import inverted, reinitialize, shuffle_within_layers
 
 
@@ -58,6 +58,17 @@ def test_inverted_scorer_negates_and_keeps_the_lowest():
 def test_inverted_iterative_scorer_ranks_live_weights_only():
     """Pruned weights score 0, the highest negated score: they must still not come back."""
     masks = prune(net(), inverted("magnitude"), 16, rounds=4)
+    assert masks.kept == kept_count(masks.total, 16)
+
+
+def test_inverted_force_keeps_revival_and_prunes():
+    """FORCE scores pruned weights at their original values; its inversion must ask for them."""
+    scorer = inverted("force")
+    assert scorer.allows_revival is True
+    assert inverted("snip").allows_revival is False
+    x = torch.randn(8, 20, generator=seeded(0))
+    y = torch.randint(0, 5, (8,), generator=seeded(1))
+    masks = prune(net(), scorer, 16, rounds=4, data=[(x, y)], device="cpu")
     assert masks.kept == kept_count(masks.total, 16)
 
 

@@ -40,6 +40,7 @@ class InvertedScorer(Scorer):
         self.needs_data = base.needs_data
         self.default_rounds = base.default_rounds
         self.needs_training = getattr(base, "needs_training", False)
+        self.allows_revival = getattr(base, "allows_revival", False)
         self.description = f"the lowest-scored weights of {base.name} kept (sanity check)"
 
     def score(self, model: nn.Module, masks: Masks, context: ScoringContext) -> dict[str, Tensor]:
