@@ -84,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         words = sys.argv[1:] if argv is None else argv
-        try:
-            args = build_parser([command_in(words)]).parse_args(argv)
-        except SystemExit as stop:  # --help or a usage error, printed: a code, also to a preset
-            return int(stop.code or 0)
+        args = build_parser([command_in(words)]).parse_args(argv)
         command = f"pai {args.command}"
         debug = debug or args.debug
         # The command as typed, for the provenance of what a subcommand writes.

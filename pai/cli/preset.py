@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"[{index}/{len(runs)}] {preset_run.name}: pai {shlex.join(argv)}", file=sys.stderr
             )
-            code = main(argv)
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # a usage error argparse printed: the run's exit code
+                code = int(stop.code or 0)
             if code != 0:
                 print(f"pai preset: run {preset_run.name!r} exited with {code}", file=sys.stderr)
                 return code
