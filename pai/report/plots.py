@@ -48,7 +48,8 @@ def _variant_looks(variants: list[str]) -> dict[str, tuple[object, str, str]]:
 
 def _colors(methods: list[str]) -> dict[str, object]:
     others = [m for m in methods if m != IMP]
-    palette = sns.color_palette("tab10", n_colors=max(len(others), 1))
+    # tab10 repeats itself after ten methods; tab20 keeps up to twenty apart
+    palette = sns.color_palette("tab10" if len(others) <= 10 else "tab20", max(len(others), 1))
     colors: dict[str, object] = dict(zip(others, palette, strict=False))
     colors[IMP] = "black"
     return colors
