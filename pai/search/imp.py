@@ -423,8 +423,13 @@ class ImpRun:
         Level `level - 1` must be complete. Training a level removes its controls and every
         later level: they were made from this level's earlier result.
         """
+        return self._train_claimed(lambda claims: self.level_job(level, claims))
+
+    def _train_claimed(self, job_for: Callable[[ExitStack], TrainingJob | None]) -> bool:
+        """Train the job `job_for` makes ready, claimed into an `ExitStack` held while it
+        trains; whether it trained (None: it was complete)."""
         with ExitStack() as claims:
-            job = self.level_job(level, claims)
+            job = job_for(claims)
             if job is None:
                 return False
             train_jobs([job], self.data, progress=self.progress, checkpoint=self.checkpoint)
@@ -551,12 +556,7 @@ class ImpRun:
     def train_control(self, level: int, control: str) -> bool:
         """Train `control` (`pai.search.ablations`) of level `level`, which must be complete,
         unless it is complete; whether it trained now."""
-        with ExitStack() as claims:
-            job = self.control_job(level, control, claims)
-            if job is None:
-                return False
-            train_jobs([job], self.data, progress=self.progress, checkpoint=self.checkpoint)
-        return True
+        return self._train_claimed(lambda claims: self.control_job(level, control, claims))
 
     def control_job(self, level: int, control: str, claims: ExitStack) -> TrainingJob | None:
         """`control` of level `level` (complete) made ready to train, claimed into `claims`

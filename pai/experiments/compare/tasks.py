@@ -60,9 +60,11 @@ def compute_runs(
     with ExitStack() as claims:
         for index, spec in enumerate(specs):
             run = run_for(spec, store)
-            if not run.verified(COMPARE_CONTENTS):
-                claims.enter_context(run.claim())
             if run.verified(COMPARE_CONTENTS):
+                results[index] = (run.read_json(FILES.row), False)
+                continue
+            claims.enter_context(run.claim())
+            if run.verified(COMPARE_CONTENTS):  # finished by another process meanwhile
                 results[index] = (run.read_json(FILES.row), False)
                 continue
 
