@@ -83,11 +83,16 @@ CPU_STACK_SIZE = 4  # for nets without convolutions: the best aggregate rate on 
 MAX_STACK_SIZE = 64  # the largest stack benchmarked; larger ones lose more to a kill -9
 MEMORY_HEADROOM = 0.8  # the share of free device memory a stack may plan to use
 # Whether stacked layers run one batched kernel for all K runs on a device type: a grouped
-# convolution, a batched matmul for the Linear weight gradient. Else each run gets the kernel
+# convolution, batched matmuls for a Linear and its gradients. Else each run gets the kernels
 # its solo run calls, once per run, which is what a CPU gets: there oneDNN's grouped kernels
 # were slower than one convolution per run at K = 16 for conv4 and resnet20 (bench_stack
-# --candidates), and both batched kernels round differently from the solo ones.
+# --candidates), and the batched kernels round differently from the solo ones.
 BATCHED_KERNELS: dict[str, bool] = {"cpu": False, "cuda": True}
+
+
+def _batched(device: torch.device) -> bool:
+    """Whether `device` computes a stack's runs by batched kernels (`BATCHED_KERNELS`)."""
+    return BATCHED_KERNELS.get(device.type, True)
 
 
 # --- the stacked layers ---------------------------------------------------------------------
@@ -109,14 +114,14 @@ def _parameter(tensors: Sequence[Tensor | None]) -> nn.Parameter | None:
 
 class _BatchedLinear(torch.autograd.Function):
     """x @ W^T + b for K runs at once, (K, N, in) -> (K, N, out), differentiated as `addmm`
-    differentiates one run's `F.linear`: dW = g^T x (one `mm` per run unless `BATCHED_KERNELS`
-    says otherwise for the device), dx = g W, db = sum of g over examples."""
+    differentiates one run's `F.linear`: dW = g^T x, dx = g W, db = sum of g over examples;
+    each product one batched matmul, or one solo kernel per run (`BATCHED_KERNELS`)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        if not BATCHED_KERNELS.get(x.device.type, True):  # each run by its solo `addmm`
+        if not _batched(x.device):  # each run by its solo `addmm`
             if bias is None:
                 return torch.stack([xs.mm(w.t()) for xs, w in zip(x, weight, strict=True)])
             runs = zip(bias, x, weight, strict=True)
@@ -128,7 +133,7 @@ class _BatchedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        batched = BATCHED_KERNELS.get(grad.device.type, True)
+        batched = _batched(grad.device)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
             if batched:
@@ -185,7 +190,7 @@ class _StackedConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         settings = (self.stride, self.padding, self.dilation)
-        if BATCHED_KERNELS.get(x.device.type, True):
+        if _batched(x.device):
             bias = None if self.bias is None else self.bias.flatten()
             groups = self.groups * self.runs
             return F.conv2d(x, self.weight.flatten(0, 1), bias, *settings, groups)
@@ -382,7 +387,7 @@ class _Stack:
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
         """Each run's mean cross-entropy on its batch: x (N, K*C, H, W), y (K, N) -> (K,)."""
         logits = self.module(x)
-        if not BATCHED_KERNELS.get(logits.device.type, True):  # as each solo run averages
+        if not _batched(logits.device):  # as each solo run averages
             return torch.stack(
                 [F.cross_entropy(out, ys) for out, ys in zip(logits, y, strict=True)]
             )
@@ -413,7 +418,7 @@ class _Stack:
         each run's weights are written into its own model and `evaluate` runs it, which is
         faster there than the stacked forward and gives exactly the solo numbers.
         """
-        if not BATCHED_KERNELS.get(split.x.device.type, True):
+        if not _batched(split.x.device):
             self.write_back(models)
             return [evaluate(model, split) for model in models]
         self.module.eval()
