@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from bench_train import dataloader_loop, synchronize
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -183,11 +184,75 @@ def candidate_step_seconds(setting: Setting, runs: int, device, steps: int) -> d
     return seconds
 
 
-def measure(setting: Setting, root: Path, device, args) -> tuple[pd.DataFrame, pd.DataFrame]:
+def gemm_floor_seconds(setting: Setting, runs: int, device, steps: int) -> dict[str, float] | None:
+    """Seconds per run and step of the bare matrix products of one training step of `runs`
+    runs, where every prunable layer is a Linear (else None): each layer's forward product,
+    weight gradient and input gradient (none for the first layer, as autograd skips it) on
+    preallocated tensors, by `torch.mm` run after run and by `torch.bmm` over the stack. No
+    autograd, optimizer, masks, elementwise work or data: a bound no stacking can beat."""
+    model = pai.build_model(setting.model, setting.dataset, seed=0)
+    if any(not isinstance(m, torch.nn.Linear) for m in model.modules() if hasattr(m, "weight")):
+        return None
+    generator = torch.Generator().manual_seed(0)
+
+    def draw(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator).to(device)
+
+    batch = setting.batch_size
+    layers = [
+        (draw(runs, m.out_features, m.in_features), draw(runs, batch, m.in_features),
+         draw(runs, batch, m.out_features))
+        for m in model.modules() if isinstance(m, torch.nn.Linear)
+    ]  # fmt: skip
+
+    def run_after_run() -> None:
+        for run in range(runs):
+            for index, (weight, x, grad) in enumerate(layers):
+                torch.mm(x[run], weight[run].t())
+                torch.mm(grad[run].t(), x[run])
+                if index:
+                    torch.mm(grad[run], weight[run])
+
+    def over_the_stack() -> None:
+        for index, (weight, x, grad) in enumerate(layers):
+            torch.bmm(x, weight.transpose(1, 2))
+            torch.bmm(grad.transpose(1, 2), x)
+            if index:
+                torch.bmm(grad, weight)
+
+    seconds = {}
+    for name, products in (("mm", run_after_run), ("bmm", over_the_stack)):
+        products()  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            products()
+        synchronize(device)
+        seconds[name] = (time.perf_counter() - start) / steps / runs
+    return seconds
+
+
+def floor_row(setting: Setting, threads: int, runs: int, device, sequential_rate: float):
+    """The floor's rates at `runs` and the ceiling they put on a stack's speedup, or None."""
+    seconds = gemm_floor_seconds(setting, runs, device, max(20, setting.steps))
+    if seconds is None:
+        return None
+    rates = {name: setting.batch_size / s for name, s in seconds.items()}
+    return {
+        "threads": threads,
+        "K": runs,
+        "products_mm_samples_per_s": round(rates["mm"], 1),
+        "products_bmm_samples_per_s": round(rates["bmm"], 1),
+        "one_after_another_samples_per_s": round(sequential_rate, 1),
+        "speedup_ceiling": round(max(rates.values()) / sequential_rate, 2),
+    }
+
+
+def measure(setting: Setting, root: Path, device, args) -> tuple[pd.DataFrame, ...]:
     """The rates of every stack size at every thread count, and the candidates' step times."""
     data = small_test(pai.load_dataset(setting.dataset, root=root, device=device))
     spec = pai.dataset_spec(setting.dataset)
-    rows, candidate_rows = [], []
+    rows, candidate_rows, floor_rows = [], [], []
     default_threads = torch.get_num_threads()
     for threads in args.threads or [default_threads]:
         torch.set_num_threads(threads)
@@ -209,6 +274,10 @@ def measure(setting: Setting, root: Path, device, args) -> tuple[pd.DataFrame, p
                 }
             )
             print(setting.model, rows[-1], flush=True)
+            floor = floor_row(setting, threads, runs, device, samples / sequential)
+            if floor is not None:
+                floor_rows.append(floor)
+                print(setting.model, floor, flush=True)
         baseline = dataloader_loop(
             setting.model,
             spec,
@@ -233,10 +302,11 @@ def measure(setting: Setting, root: Path, device, args) -> tuple[pd.DataFrame, p
                 )
                 print(setting.model, candidate_rows[-1], flush=True)
     torch.set_num_threads(default_threads)
-    return pd.DataFrame(rows), pd.DataFrame(candidate_rows)
+    return pd.DataFrame(rows), pd.DataFrame(candidate_rows), pd.DataFrame(floor_rows)
 
 
-def report(setting: Setting, device, table: pd.DataFrame, candidates: pd.DataFrame, wall) -> str:
+def report(setting: Setting, device, tables: tuple[pd.DataFrame, ...], wall) -> str:
+    table, candidates, floor = tables
     lines = [
         f"# Stacked training: {setting.model} on {setting.dataset} ({device.type})",
         "",
@@ -260,6 +330,19 @@ def report(setting: Setting, device, table: pd.DataFrame, candidates: pd.DataFra
             "`vmap(functional_call)`:",
             "",
             candidates.to_markdown(index=False),
+        ]
+    if len(floor):
+        lines += [
+            "",
+            "The arithmetic floor: the matrix products of one training step (every Linear's "
+            "forward product, weight gradient and input gradient, none for the first layer's "
+            "input), by bare `torch.mm` run after run and by `torch.bmm` over the stack of K, "
+            "on preallocated tensors, with no autograd, optimizer, masks, elementwise work or "
+            "data. A stack shares everything else of a step, never these products, so "
+            "`speedup_ceiling` (the faster floor over one run after another) bounds what any "
+            "way of stacking can reach on this device:",
+            "",
+            floor.to_markdown(index=False),
         ]
     if setting.note:
         lines += ["", setting.note]
@@ -291,13 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and setting.model not in args.only:
             continue
         start = time.perf_counter()
-        table, candidates = measure(setting, root, device, args)
+        tables = measure(setting, root, device, args)
         wall = time.perf_counter() - start
         name = f"stack-{setting.model}-{setting.dataset}-{device.type}"
         print(f"{name}: {wall:.0f} s", flush=True)
         out = Path(args.out)
-        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
-        text = report(setting, device, table, candidates, wall)
+        atomic_write_text(out / f"{name}.csv", tables[0].to_csv(index=False))
+        text = report(setting, device, tables, wall)
         atomic_write_text(out / f"{name}.md", text)
     return 0
 
