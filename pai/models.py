@@ -23,8 +23,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from pai.data.specs import DatasetSpec, dataset_spec
 from pai.core.errors import PaiError, unknown_name
+from pai.data.specs import DatasetSpec, dataset_spec
 
 InputShape = tuple[int, int, int]
 

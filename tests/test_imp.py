@@ -16,6 +16,7 @@ from pai.cli import main
 from pai.core.errors import PaiError
 from pai.core.store import config_hash
 from pai.data.loading import Split, load_dataset
+from pai.experiments.imp_sweep import run_imp_seeds
 from pai.pruning.levels import imp_schedule, pruning_plan
 from pai.pruning.masks import Masks, kept_count
 from pai.search.imp import ImpConfig, imp_loop, imp_path, run_imp
@@ -425,3 +426,13 @@ def test_imp_on_a_training_subset_checks_the_data_it_is_given(data_root):
     full = load_dataset("mnist", root=data_root, device="cpu")
     with pytest.raises(PaiError, match="training_subset"):
         run_imp(config, "unused", data=full)
+
+
+@pytest.mark.parametrize("stack", [4, 0, True])
+def test_imp_seeds_refuse_a_bad_stack_or_a_stack_with_a_scheduler(tmp_path, stack):
+    """From Python as from the CLI: a cluster's task is one run, so stack 4 with a scheduler is
+    refused before anything runs, as is a stack that is not a whole number >= 1."""
+    config = ImpConfig("lenet300", "mnist", TrainConfig(budget="2it"))
+    with pytest.raises(PaiError, match=f"stack={stack}|got {stack!r}"):
+        run_imp_seeds(config, [0, 1], tmp_path, scheduler="local:1", stack=stack)
+    assert not any(tmp_path.iterdir())

@@ -160,6 +160,18 @@ def _distributed():
     return distributed
 
 
+def check_stack_request(stack: int | None, scheduler: str | None) -> None:
+    """PaiError for a stack size that is not a whole number >= 1 (or None), or a stack of
+    several runs with a scheduler, whose every task is one run."""
+    if stack is not None and (isinstance(stack, bool) or not isinstance(stack, int) or stack < 1):
+        raise PaiError(f"stack must be a whole number >= 1 (or None), got {stack!r}")
+    if stack not in (None, 1) and scheduler is not None:
+        raise PaiError(
+            f"stack={stack} stacks runs in this process; with scheduler {scheduler!r} every run "
+            "is its own task: give stack=None or 1"
+        )
+
+
 def check_scheduler(scheduler: str) -> None:
     """PaiError, before anything runs, for a `scheduler` that cannot work: a bad spelling, a
     missing scheduler file, dask.distributed not installed, or a scheduler not reachable."""

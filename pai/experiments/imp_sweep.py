@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pai.core.store import FILES, canonical
-from pai.experiments.executors import RunsFailed, Task, run_tasks
+from pai.experiments.executors import RunsFailed, Task, check_stack_request, run_tasks
 from pai.search.imp import ImpConfig, ImpResult, ImpRun, imp_data, run_imp
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 
@@ -50,10 +50,12 @@ def run_imp_seeds(
 
     Without `scheduler` the seeds run in this process: level by level in stacks of up to
     `stack` runs (None: the device's default), or with `stack` 1 one seed after the other
-    (`run_imp`, whose levels checkpoint as they train). With `scheduler`, one task per level and control runs on that cluster (`local:N`, an address, a
-    scheduler file); runs that fail are reported by `RunsFailed` (its `result`: the results of
-    the seeds that finished) once the others are done.
+    (`run_imp`, whose levels checkpoint as they train). With `scheduler`, one task per level
+    and control runs on that cluster (`local:N`, an address, a scheduler file), and `stack`
+    must be None or 1; runs that fail are reported by `RunsFailed` (its `result`: the results
+    of the seeds that finished) once the others are done.
     """
+    check_stack_request(stack, scheduler)
     configs = seed_configs(config, seeds)
     if scheduler is None and stack != 1 and len(configs) > 1:
         return _run_in_lockstep(configs, out, data_root, device, progress, checkpoint, stack)

@@ -29,6 +29,7 @@ from pai.experiments.compare.plan import plan_runs, run_for
 from pai.experiments.compare.record import COMPARE_CONTENTS, write_runs_csv
 from pai.experiments.compare.tasks import compute_runs
 from pai.experiments.compare.tickets import TicketFinder
+from pai.experiments.executors import check_stack_request
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,7 @@ def _check_parallel(
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise PaiError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    if stack is not None and (isinstance(stack, bool) or not isinstance(stack, int) or stack < 1):
-        raise PaiError(f"stack must be a whole number >= 1 (or None), got {stack!r}")
-    if stack not in (None, 1) and scheduler is not None:
-        raise PaiError(
-            f"stack={stack} stacks runs in this process; with scheduler {scheduler!r} every run "
-            "is its own task: give stack=None or 1"
-        )
+    check_stack_request(stack, scheduler)
     if scheduler is not None:
         from pai.experiments.executors import check_scheduler
 
