@@ -8,11 +8,13 @@ included, evaluations excluded: every run evaluates once, on 100 test examples),
 and the rate of the open_lth-style loop of `bench_train.py` (a torchvision dataset behind a
 DataLoader, one run) as the outside baseline. With `--candidates`, the seconds per step of the
 stacking candidate not taken, `torch.func.stack_module_state` + `vmap(functional_call)`,
-against pai's stacked module, on the same weights and batches. One report per configuration:
+against pai's stacked module, on the same weights and batches; with `--compile-candidate`, one
+run's step eager against `torch.compile`. Every report has the arithmetic floor of nets of
+Linear layers (`gemm_floor_seconds`). One report per configuration:
 `results/perf/stack-<model>-<dataset>-<device>.md`. Usage:
 
     python benchmarks/bench_stack.py --data-root ../shared/data [--preset cpu] [--only lenet300]
-    python benchmarks/bench_stack.py --data-root ../shared/data --preset gpu --device cuda
+    python benchmarks/bench_stack.py --data-root ../shared/data --preset gpu --device cuda --compile-candidate
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ import copy
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from bench_train import dataloader_loop, synchronize
+from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 import pai
@@ -121,6 +124,18 @@ def stacked(setting: Setting, data: Dataset, runs: int, device) -> float:
     return time.perf_counter() - start - results[0].metrics["eval_seconds"]
 
 
+def seconds_per_call(function: Callable[[], None], calls: int, device, warmup: int = 1) -> float:
+    """Mean seconds of one call of `function` over `calls` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    synchronize(device)
+    return (time.perf_counter() - start) / calls
+
+
 def candidate_step_seconds(setting: Setting, runs: int, device, steps: int) -> dict[str, float]:
     """Seconds per training step (forward, backward, SGD with momentum) of a stack of `runs`
     built both ways, on one random batch per run."""
@@ -172,16 +187,7 @@ def candidate_step_seconds(setting: Setting, runs: int, device, steps: int) -> d
         "stacked_per_run_kernels": with_kernels(False),
         "vmap_functional_call": vmap_step,
     }
-    seconds = {}
-    for name, step in steps_by_name.items():
-        step()  # warm-up
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(device)
-        seconds[name] = (time.perf_counter() - start) / steps
-    return seconds
+    return {name: seconds_per_call(step, steps, device) for name, step in steps_by_name.items()}
 
 
 def gemm_floor_seconds(setting: Setting, runs: int, device, steps: int) -> dict[str, float] | None:
@@ -220,16 +226,10 @@ def gemm_floor_seconds(setting: Setting, runs: int, device, steps: int) -> dict[
             if index:
                 torch.bmm(grad, weight)
 
-    seconds = {}
-    for name, products in (("mm", run_after_run), ("bmm", over_the_stack)):
-        products()  # warm-up
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            products()
-        synchronize(device)
-        seconds[name] = (time.perf_counter() - start) / steps / runs
-    return seconds
+    return {
+        "mm": seconds_per_call(run_after_run, steps, device) / runs,
+        "bmm": seconds_per_call(over_the_stack, steps, device) / runs,
+    }
 
 
 def floor_row(setting: Setting, threads: int, runs: int, device, sequential_rate: float):
@@ -248,11 +248,39 @@ def floor_row(setting: Setting, threads: int, runs: int, device, sequential_rate
     }
 
 
-def measure(setting: Setting, root: Path, device, args) -> tuple[pd.DataFrame, ...]:
+def compiled_step_seconds(setting: Setting, device, steps: int) -> dict[str, float]:
+    """Seconds per training step of one run, eager and under `torch.compile` (mode
+    "reduce-overhead", CUDA graphs, on CUDA; the default mode elsewhere), the candidate for a
+    `--compile` flag; and the seconds the first compiled step took."""
+    spec = pai.dataset_spec(setting.dataset)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(setting.batch_size, *spec.input_shape, generator=generator).to(device)
+    y = torch.randint(0, spec.num_classes, (setting.batch_size,), generator=generator).to(device)
+    model = pai.build_model(setting.model, setting.dataset, seed=0).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    compiled = torch.compile(model, mode=mode)
+
+    def step(forward) -> None:
+        loss = F.cross_entropy(forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    step(compiled)
+    synchronize(device)
+    seconds = {"first_compiled_step_s": time.perf_counter() - start}
+    for name, forward in (("eager_step_s", model), ("compiled_step_s", compiled)):
+        seconds[name] = seconds_per_call(lambda f=forward: step(f), steps, device, warmup=10)
+    return seconds
+
+
+def measure(setting: Setting, root: Path, device, args) -> dict[str, pd.DataFrame]:
     """The rates of every stack size at every thread count, and the candidates' step times."""
     data = small_test(pai.load_dataset(setting.dataset, root=root, device=device))
     spec = pai.dataset_spec(setting.dataset)
-    rows, candidate_rows, floor_rows = [], [], []
+    rows, candidate_rows, floor_rows, compile_rows = [], [], [], []
     default_threads = torch.get_num_threads()
     for threads in args.threads or [default_threads]:
         torch.set_num_threads(threads)
@@ -301,12 +329,23 @@ def measure(setting: Setting, root: Path, device, args) -> tuple[pd.DataFrame, .
                     {"threads": threads, "K": runs, **{k: round(v, 5) for k, v in seconds.items()}}
                 )
                 print(setting.model, candidate_rows[-1], flush=True)
+        if args.compile_candidate:
+            seconds = compiled_step_seconds(setting, device, max(100, setting.steps))
+            compile_rows.append(
+                {"threads": threads, **{k: round(v, 6) for k, v in seconds.items()}}
+            )
+            print(setting.model, compile_rows[-1], flush=True)
     torch.set_num_threads(default_threads)
-    return pd.DataFrame(rows), pd.DataFrame(candidate_rows), pd.DataFrame(floor_rows)
+    return {
+        "rates": pd.DataFrame(rows),
+        "candidates": pd.DataFrame(candidate_rows),
+        "floor": pd.DataFrame(floor_rows),
+        "compile": pd.DataFrame(compile_rows),
+    }
 
 
-def report(setting: Setting, device, tables: tuple[pd.DataFrame, ...], wall) -> str:
-    table, candidates, floor = tables
+def report(setting: Setting, device, tables: dict[str, pd.DataFrame], wall) -> str:
+    table, candidates, floor = tables["rates"], tables["candidates"], tables["floor"]
     lines = [
         f"# Stacked training: {setting.model} on {setting.dataset} ({device.type})",
         "",
@@ -344,6 +383,16 @@ def report(setting: Setting, device, tables: tuple[pd.DataFrame, ...], wall) -> 
             "",
             floor.to_markdown(index=False),
         ]
+    if len(tables["compile"]):
+        lines += [
+            "",
+            "One run's training step (forward, backward, SGD with momentum), eager and under "
+            "`torch.compile` (mode `reduce-overhead`, CUDA graphs, on CUDA; the default mode "
+            "on a CPU), the candidate for a `--compile` flag, with the seconds its first, "
+            "compiling, step took:",
+            "",
+            tables["compile"].to_markdown(index=False),
+        ]
     if setting.note:
         lines += ["", setting.note]
     lines += [
@@ -361,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="models of the preset to run")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many, per K")
     parser.add_argument("--candidates", action="store_true", help="also time vmap stacking")
+    parser.add_argument(
+        "--compile-candidate", action="store_true", help="also time torch.compile of one run"
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the baseline")
     parser.add_argument("--threads", type=int, nargs="*", help="torch CPU thread counts to run")
     parser.add_argument("--data-root", default=None)
@@ -379,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"stack-{setting.model}-{setting.dataset}-{device.type}"
         print(f"{name}: {wall:.0f} s", flush=True)
         out = Path(args.out)
-        atomic_write_text(out / f"{name}.csv", tables[0].to_csv(index=False))
+        atomic_write_text(out / f"{name}.csv", tables["rates"].to_csv(index=False))
         text = report(setting, device, tables, wall)
         atomic_write_text(out / f"{name}.md", text)
     return 0

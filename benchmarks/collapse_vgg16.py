@@ -1,16 +1,20 @@
 """Reproduce SynFlow's Fig. 1: the critical compression of VGG-16 at initialization, on CPU.
 
-Runs `pai collapse` three times and writes a PROVENANCE.md beside each result:
+Runs `pai collapse` four times and writes a PROVENANCE.md beside each result:
 - results/collapse-vgg16: vgg16 shaped for CIFAR-10 with all five scorers. SNIP and GraSP score
   real CIFAR-10 images when its files are found, else a Fashion-MNIST batch padded to 32x32
   with its channel repeated (the table's data column says which).
+- results/collapse-vgg16/newer-scorers: the same model with NTK-SAP (data-free, 20 rounds),
+  one seed.
 - results/collapse-vgg16-fashion-mnist: vgg16 shaped for Fashion-MNIST, every scorer on its data.
 - results/collapse-vgg16-cifar100-data-free: the paper's own shape (CIFAR-100, 100 outputs) with
   the cheap data-free one-shot scorers (random, magnitude) over 10 seeds.
 
 Usage: python benchmarks/collapse_vgg16.py [--data-root DIR] [--only NAME ...]
 Budget: about 20 + 10 + 3 minutes on 2 idle CPU cores; SynFlow's 100-round prunes are most of
-it (each about 100 s).
+it (each about 100 s); the newer scorers' folder 10 minutes more where NTK-SAP reaches rho_max
+at once (one 20-round NTK-SAP prune of VGG-16 takes about 5 minutes there), 5 more for every
+search probe below it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pai.report.provenance import write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORERS = "random,magnitude,snip,grasp,synflow"
+NEWER = "ntk-sap"  # the data-free scorer after SynFlow
 
 
 def runs(data_root: str | None) -> dict[str, list[str]]:
@@ -42,6 +47,12 @@ def runs(data_root: str | None) -> dict[str, list[str]]:
             "--seeds", "3", "--compressions", "1000,10000", "--density-at", "1000",
             *([] if cifar10_found else ["--data-from", "fashion-mnist"]), *root,
             "--device", "cpu", "--out", "results/collapse-vgg16",
+        ],
+        "collapse-vgg16/newer-scorers": [
+            "collapse", "--model", "vgg16", "--dataset", "cifar10", "--scorers", NEWER,
+            "--seeds", "1", "--density-at", "1000",
+            *([] if cifar10_found else ["--data-from", "fashion-mnist"]), *root,
+            "--device", "cpu", "--out", "results/collapse-vgg16/newer-scorers",
         ],
         "collapse-vgg16-fashion-mnist": [
             "collapse", "--model", "vgg16", "--dataset", "fashion-mnist", "--scorers", SCORERS,
