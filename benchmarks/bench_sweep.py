@@ -56,8 +56,9 @@ def measure_overhead(args: argparse.Namespace) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as scratch:
         torch.set_num_threads(1)
         started = time.perf_counter()
+        # one run at a time, as each cluster task trains (a stack's runs share one loop time)
         run_comparison(config, Path(scratch) / "local", data_root=args.data_root, device="cpu",
-                       progress=False, checkpoint=None)  # fmt: skip
+                       progress=False, checkpoint=None, stack=1)  # fmt: skip
         local = time.perf_counter() - started
         torch.set_num_threads(threads)
 
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         table = measure_overhead(args)
         note = (
-            "The same comparison twice: in this process with one torch thread, then as one "
+            "The same comparison twice: in this process with one torch thread, one run at a time (`stack=1`), then as one "
             "task per run on a LocalCluster of single-threaded worker processes (workers "
             "connected before the clock starts; start-up and shutdown are the last columns). "
             "The overhead is the difference per run: submitting the task, pickling its "

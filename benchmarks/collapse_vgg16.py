@@ -5,7 +5,8 @@ Runs `pai collapse` four times and writes a PROVENANCE.md beside each result:
   real CIFAR-10 images when its files are found, else a Fashion-MNIST batch padded to 32x32
   with its channel repeated (the table's data column says which).
 - results/collapse-vgg16/newer-scorers: the same model with NTK-SAP (data-free, 20 rounds),
-  one seed.
+  one seed. Not produced yet: on 2 CPU cores its scan down from rho_max had not ended after
+  25 minutes (five probes or more), so it waits for a GPU or a longer run.
 - results/collapse-vgg16-fashion-mnist: vgg16 shaped for Fashion-MNIST, every scorer on its data.
 - results/collapse-vgg16-cifar100-data-free: the paper's own shape (CIFAR-100, 100 outputs) with
   the cheap data-free one-shot scorers (random, magnitude) over 10 seeds.
