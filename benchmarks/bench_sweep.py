@@ -201,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         table = measure_overhead(args)
         note = (
-            "The same comparison twice: in this process with one torch thread, one run at a time (`stack=1`), then as one "
-            "task per run on a LocalCluster of single-threaded worker processes (workers "
-            "connected before the clock starts; start-up and shutdown are the last columns). "
+            "The same comparison twice: in this process with one torch thread, one run at a "
+            "time (`stack=1`), then as one task per run on a LocalCluster of single-threaded "
+            "worker processes (workers connected before the clock starts; start-up and "
+            "shutdown are the last columns). "
             "The overhead is the difference per run: submitting the task, pickling its "
             "arguments, the worker's store checks and claim, the row's trip back. The training "
             "columns are the mean time each run measured inside its own training (train_seconds "

@@ -51,8 +51,7 @@ def runs(data_root: str | None) -> dict[str, list[str]]:
         ],
         "collapse-vgg16/newer-scorers": [
             "collapse", "--model", "vgg16", "--dataset", "cifar10", "--scorers", NEWER,
-            "--seeds", "1", "--density-at", "1000",
-            *([] if cifar10_found else ["--data-from", "fashion-mnist"]), *root,
+            "--seeds", "1", "--density-at", "1000", *root,
             "--device", "cpu", "--out", "results/collapse-vgg16/newer-scorers",
         ],
         "collapse-vgg16-fashion-mnist": [

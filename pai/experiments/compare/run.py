@@ -29,7 +29,12 @@ from pai.experiments.compare.plan import plan_runs, run_for
 from pai.experiments.compare.record import COMPARE_CONTENTS, write_runs_csv
 from pai.experiments.compare.tasks import compute_runs
 from pai.experiments.compare.tickets import TicketFinder
-from pai.experiments.executors import check_stack_request
+from pai.experiments.executors import (
+    RunsFailed,
+    check_scheduler,
+    check_stack_request,
+    run_tasks,
+)
 from pai.training.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 
 log = logging.getLogger(__name__)
@@ -137,7 +142,6 @@ def _train_on_cluster(
     `data` is the dataset on the CPU, to plan with: the client trains nothing.
     """
     from pai.experiments.compare.tasks import sweep_tasks
-    from pai.experiments.executors import run_tasks
 
     finder = TicketFinder(config, data, store, device=torch.device("cpu"), checkpoint=checkpoint)
     tasks = sweep_tasks(
@@ -168,8 +172,6 @@ def _check_parallel(
         raise PaiError(f"jobs must be a whole number >= 1, got {jobs!r}")
     check_stack_request(stack, scheduler)
     if scheduler is not None:
-        from pai.experiments.executors import check_scheduler
-
         if jobs != 1:
             raise PaiError(f"jobs={jobs} and scheduler={scheduler!r}: choose one of the two")
         check_scheduler(scheduler)
@@ -324,7 +326,5 @@ def run_comparison(
         table = write_runs_csv(specs, store, out)
     _write_summary_and_figure(config, table, out)
     if failures:
-        from pai.experiments.executors import RunsFailed
-
         raise RunsFailed(failures, result=table)
     return table
